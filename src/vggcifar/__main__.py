@@ -1,0 +1,5 @@
+import sys
+
+from vggcifar.cli import main
+
+sys.exit(main())
