@@ -57,6 +57,113 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    from vggcifar.data import DATASETS
+
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--data", metavar="PATH", help="a CIFAR archive, its extracted folder, or a Keras cache")
+    g.add_argument("--dataset", choices=DATASETS, help="a named dataset (default: cifar10)")
+
+
+def load_data_from_args(data: str | None, dataset: str | None, limit_train=None, limit_test=None):
+    from vggcifar import data as D
+
+    if dataset == "synthetic":
+        loaded = D.load_synthetic(train=limit_train or 50000, test=limit_test or 10000)
+    else:
+        loaded = D.load_dataset(data=data, dataset=dataset or "cifar10")
+    return loaded.limit(limit_train, limit_test)
+
+
+def _milestones(text: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epochs separated by commas, received {text!r}") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected positive epochs separated by commas, received {text!r}")
+    return values
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from vggcifar.config import PRECISIONS, RECIPES
+
+    add_data_options(p)
+    p.add_argument("--recipe", default=None, help=f"training recipe: {', '.join(RECIPES)} (default: spec)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--run-dir", help="folder for everything the run writes (default: runs/RECIPE-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    p.add_argument("--limit-train", type=_positive_int, help="train on the first N images only")
+    p.add_argument("--limit-test", type=_positive_int, help="test on the first N images only")
+    p.add_argument("--checkpoint-minutes", type=float, help="also checkpoint this often within an epoch (default: 10)")
+    p.add_argument("--quiet", action="store_true", help="no per-step progress bar")
+
+
+def _train_config(args, **extra):
+    from vggcifar.config import make_config
+
+    overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                     precision=args.precision, limit_train=args.limit_train, limit_test=args.limit_test,
+                     checkpoint_minutes=args.checkpoint_minutes, **extra)
+    return make_config(args.recipe or "spec", **overrides)
+
+
+def _default_run_dir(recipe: str) -> str:
+    import time
+
+    return str(__import__("pathlib").Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
+    from vggcifar import run as R
+    from vggcifar.train import TrainingStopped
+
+    if args.resume:
+        if not args.run_dir:
+            raise UsageError("--resume needs --run-dir: the run folder to continue")
+        config, saved = R.resume_arguments(args.run_dir)
+        data_args = saved.get("data", {})
+        milestones = saved.get("milestones")
+    else:
+        config = _train_config(args)
+        milestones = milestones_arg or [config.epochs]
+        data_args = {"data": args.data, "dataset": args.dataset}
+    if config.epochs < milestones[-1]:
+        raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
+    run_dir = args.run_dir or _default_run_dir(config.recipe)
+    data = load_data_from_args(data_args.get("data"), data_args.get("dataset"), config.limit_train, config.limit_test)
+    print(f"run folder: {run_dir}")
+    try:
+        metrics = R.train_run(config, data, run_dir, milestones=milestones, resume=args.resume,
+                              data_args=data_args, verbose=0 if args.quiet else 1)
+    except TrainingStopped as stop:
+        print(f"vggcifar: {stop.reason}", file=sys.stderr)
+        return stop.status
+    print(f"test accuracy after {metrics['epoch']} epochs: {100 * metrics['test_accuracy']:.2f}%; "
+          f"report: {run_dir}/report.md")
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    if not args.resume and args.epochs is None:
+        args.epochs = args.milestones[-1]
+    return _cmd_train(args, milestones_arg=args.milestones)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from vggcifar.evaluate import evaluate_path
+
+    metrics, out = evaluate_path(args.target, data=args.data, dataset=args.dataset,
+                                 limit_test=args.limit_test, out_dir=args.out)
+    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% on {metrics['images']} images; "
+          f"files in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vggcifar import __version__
 
@@ -71,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.add_argument("--keras", action="store_true", help="print Keras' own model.summary() instead")
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("train", help="train a network; writes a run folder with its report")
+    _add_train_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("experiment", help="the spec's Results section: accuracy, confusion matrix "
+                       "and time after each milestone epoch")
+    _add_train_options(p)
+    p.add_argument("--milestones", type=_milestones, default=[10, 20, 50, 100],
+                   help="epochs to report, comma-separated (default: 10,20,50,100)")
+    p.set_defaults(func=_cmd_experiment)
+
+    p = sub.add_parser("evaluate", help="metrics and pictures for a saved model")
+    p.add_argument("target", metavar="RUN_DIR|MODEL.keras")
+    add_data_options(p)
+    p.add_argument("--limit-test", type=_positive_int, help="the first N test images only")
+    p.add_argument("--out", help="folder for the results (default: RUN_DIR/evaluation or MODEL-evaluation)")
+    p.set_defaults(func=_cmd_evaluate)
 
     return parser
 

@@ -72,6 +72,7 @@ def build_vgg(
     dropout: float = 0.5,
     kernel_initializer: str = "glorot_uniform",
     dense_initializer: str | None = None,
+    width: float = 1.0,
     rescale: float | None = None,
     input_layout: str = "model",
     name: str | None = None,
@@ -93,6 +94,8 @@ def build_vgg(
         kernel_initializer: initializer of the conv kernels.
         dense_initializer: initializer of the dense kernels (default: the
             conv one).
+        width: multiplies every conv's filter count (1.0 is the paper's
+            network; small values make fast test networks).
         rescale: if set, a Rescaling(rescale) layer first, so that the model
             takes raw uint8 pixels (1/255 maps them to [0, 1]).
         input_layout: "model" takes images in ``data_format``;
@@ -114,6 +117,8 @@ def build_vgg(
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"Expected `dropout` in [0, 1). Received: dropout={dropout!r}")
+    if not width > 0:
+        raise ValueError(f"Expected `width` > 0. Received: width={width!r}")
     transpose = input_layout == "channels_last" and data_format == "channels_first"
     if input_shape is None:
         input_shape = (3, 32, 32) if data_format == "channels_first" and not transpose else (32, 32, 3)
@@ -146,7 +151,7 @@ def build_vgg(
         if padding == "explicit":
             x = layers.ZeroPadding2D((1, 1), data_format=data_format, name=f"{prefix}pad{conv}")(x)
         x = layers.Conv2D(
-            item,
+            max(1, int(round(item * width))),
             (3, 3),
             padding="valid" if padding == "explicit" else "same",
             data_format=data_format,

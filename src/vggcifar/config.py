@@ -1,0 +1,148 @@
+"""One typed training config; recipes are named overrides of its defaults.
+
+The defaults are the spec's recipe exactly (see ``RECIPES["spec"]`` for what
+each value reproduces). Every other recipe lists only what it changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    recipe: str = "spec"
+    # --- network (arguments of vggcifar.model.build_vgg) -------------------
+    model: str = "vgg16"
+    width: float = 1.0  # conv filter multiplier; 1.0 is the paper's network
+    batch_norm: bool = False
+    padding: str = "explicit"  # spec: ZeroPadding2D((1, 1)) + valid conv
+    data_format: str = "channels_last"
+    dense_units: int = 4096
+    dropout: float = 0.5
+    kernel_initializer: str = "glorot_uniform"  # Keras' default, as in the spec
+    dense_initializer: str | None = None  # None: same as kernel_initializer
+    # --- optimisation --------------------------------------------------------
+    epochs: int = 100
+    batch_size: int = 32  # images per step; Keras' fit default (spec leaves it open)
+    lr: float = 0.01  # spec text: 0.01 (its code says 0.1: --lr 0.1)
+    momentum: float = 0.0  # old Keras SGD default
+    nesterov: bool = True  # kept as written; a no-op at momentum 0
+    schedule: str = "inverse_time"  # lr / (1 + decay * step): old Keras `decay=`
+    decay: float = 1e-6  # per step, for schedule="inverse_time"
+    warmup_epochs: float = 0.0  # linear warm-up, for schedule="cosine"
+    weight_decay: float = 0.0  # decoupled, per step, times lr (Keras SGD weight_decay)
+    label_smoothing: float = 0.0
+    augment: tuple[str, ...] = ()  # of "crop", "flip", "cutout"
+    # --- data and evaluation --------------------------------------------------
+    val_split: int = 0  # images held out of the training set for validation
+    validate_on_test: bool = True  # spec: fit(validation_data=(x_test, y_test))
+    seed: int = 0
+    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
+    # --- run ------------------------------------------------------------------
+    checkpoint_minutes: float = 10.0
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["augment"] = list(self.augment)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @property
+    def epoch_independent_schedule(self) -> bool:
+        """True when the lr depends only on the step count, so one long run
+        passes through the same states as every shorter run of it."""
+        return self.schedule in ("inverse_time", "constant")
+
+
+SCHEDULES = ("inverse_time", "constant", "cosine")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+AUGMENTATIONS = ("crop", "flip", "cutout")
+
+#: Each recipe: what it changes from the defaults above, with the source.
+RECIPES: dict[str, dict] = {
+    # The seed document exactly: SGD(lr, decay=1e-6, nesterov=True) with old
+    # Keras' momentum 0, glorot init, no augmentation, validation on the test set.
+    "spec": {},
+}
+
+
+def _coerce(name: str, value, annotation):
+    """Check ``value`` against the field's type; JSON lists become tuples."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    allowed = args if origin in (typing.Union, getattr(__import__("types"), "UnionType")) else (hint,)
+    for t in allowed:
+        if t is type(None) and value is None:
+            return None
+        base = typing.get_origin(t) or t
+        if base is tuple and isinstance(value, (list, tuple)):
+            return tuple(value)
+        if base is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if base is int and isinstance(value, bool):
+            continue
+        if isinstance(value, base):
+            return value
+    raise ValueError(f"Expected `{name}` to be {annotation}. Received: {name}={value!r}")
+
+
+def make_config(recipe: str = "spec", **overrides) -> TrainConfig:
+    """The named recipe with ``overrides`` (None values are ignored) applied."""
+    if recipe not in RECIPES:
+        raise ValueError(f"Unknown recipe. Expected one of {', '.join(RECIPES)}. Received: recipe={recipe!r}")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = {"recipe": recipe, **RECIPES[recipe]}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key in list(values):
+        if key not in fields:
+            raise ValueError(f"Unknown config key {key!r}. Expected one of {', '.join(fields)}.")
+        values[key] = _coerce(key, values[key], fields[key].type)
+    config = TrainConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(c: TrainConfig) -> None:
+    def need(ok: bool, name: str, what: str):
+        if not ok:
+            raise ValueError(f"Expected `{name}` {what}. Received: {name}={getattr(c, name)!r}")
+
+    from vggcifar.model import CONFIGS
+
+    need(c.model in CONFIGS, "model", f"in {tuple(CONFIGS)}")
+    need(c.width > 0, "width", "to be > 0")
+    need(c.epochs >= 1, "epochs", "to be >= 1")
+    need(c.batch_size >= 1, "batch_size", "to be >= 1")
+    need(c.lr > 0, "lr", "to be > 0")
+    need(0 <= c.momentum < 1, "momentum", "in [0, 1)")
+    need(c.schedule in SCHEDULES, "schedule", f"in {SCHEDULES}")
+    need(c.decay >= 0, "decay", "to be >= 0")
+    need(c.warmup_epochs >= 0, "warmup_epochs", "to be >= 0")
+    need(c.weight_decay >= 0, "weight_decay", "to be >= 0")
+    need(0 <= c.label_smoothing < 1, "label_smoothing", "in [0, 1)")
+    need(all(a in AUGMENTATIONS for a in c.augment), "augment", f"to hold only {AUGMENTATIONS}")
+    need(c.val_split >= 0, "val_split", "to be >= 0")
+    need(c.precision in PRECISIONS, "precision", f"in {PRECISIONS}")
+    need(c.checkpoint_minutes > 0, "checkpoint_minutes", "to be > 0")
+    for name in ("limit_train", "limit_test"):
+        need(getattr(c, name) is None or getattr(c, name) >= 1, name, "to be a positive integer")
+
+
+def load_config(path) -> TrainConfig:
+    """A config.json written by a run, checked like any other."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            values = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}); delete the run folder or pass another") from None
+    recipe = values.pop("recipe", "spec")
+    return make_config(recipe, **values)

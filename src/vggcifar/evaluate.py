@@ -1,0 +1,61 @@
+"""Evaluate a saved model: the same metrics and pictures a run writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vggcifar import fsutil
+
+
+def load_model(path):
+    """A ``.keras`` file, loaded with Keras' safe mode on (no code from the file runs)."""
+    import keras
+
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: only .keras model files are accepted (safe to load); "
+                         "save the model with model.save('model.keras')")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such model file")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: cannot be loaded safely ({first})") from None
+
+
+def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=None):
+    """Evaluate ``target`` (a run folder or a .keras file) on the test set;
+    returns (metrics, output folder)."""
+    from vggcifar.cli import load_data_from_args
+    from vggcifar.metrics import summarize
+    from vggcifar.run import write_evaluation
+    from vggcifar.train import predict_probs
+
+    target = Path(target)
+    epoch = None
+    if target.is_dir():
+        model_path = target / "model.keras"
+        if not model_path.exists():
+            raise ValueError(f"{target} holds no model.keras: it is not a finished run folder")
+        saved = fsutil.read_json(target / "run.json").get("data", {}) if (target / "run.json").exists() else {}
+        if data is None and dataset is None:
+            data, dataset = saved.get("data"), saved.get("dataset")
+        if limit_test is None and (target / "config.json").exists():
+            limit_test = fsutil.read_json(target / "config.json").get("limit_test")
+        if (target / "metrics.json").exists():
+            epoch = fsutil.read_json(target / "metrics.json").get("epoch")
+        out = Path(out_dir) if out_dir else target / "evaluation"
+    else:
+        model_path = target
+        out = Path(out_dir) if out_dir else target.with_name(target.stem + "-evaluation")
+    model = load_model(model_path)
+    cifar = load_data_from_args(data, dataset, limit_train=1, limit_test=limit_test)
+    if model.output_shape[-1] != cifar.num_classes:
+        raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but the dataset has "
+                         f"{cifar.num_classes} classes; pass the matching --data or --dataset")
+    probs = predict_probs(model, cifar.x_test)
+    metrics = {"epoch": epoch, **summarize(probs, cifar.y_test, cifar.class_names),
+               "model": str(model_path), "synthetic": cifar.synthetic, "subset": cifar.subset}
+    write_evaluation(out, metrics, synthetic=cifar.synthetic)
+    return metrics, out

@@ -1,0 +1,67 @@
+"""Metrics as arrays: computing only, no printing, no files."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: A model is "collapsed" when this share of its predictions is one class.
+COLLAPSE_SHARE = 0.9
+#: Keras clips probabilities by this epsilon in its cross-entropy.
+EPSILON = 1e-7
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """Rows are true classes, columns predicted classes."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
+
+
+def per_class(cm: np.ndarray) -> dict[str, list[float]]:
+    """Precision, recall and F1 per class (0 where undefined)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    predicted = cm.sum(axis=0)
+    actual = cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+            "support": actual.astype(int).tolist()}
+
+
+def cross_entropy(probs: np.ndarray, y_true) -> float:
+    """Mean categorical cross-entropy of softmax outputs, as Keras computes it."""
+    probs = np.asarray(probs, dtype=np.float64)
+    p = np.clip(probs[np.arange(len(probs)), np.asarray(y_true, dtype=np.int64)], EPSILON, 1 - EPSILON)
+    return float(-np.log(p).mean())
+
+
+def collapse(y_pred, num_classes: int) -> dict | None:
+    """The dominant class when nearly all predictions are one class, else None."""
+    counts = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=num_classes)
+    top = int(counts.argmax())
+    share = counts[top] / max(1, counts.sum())
+    return {"class": top, "share": float(share)} if share >= COLLAPSE_SHARE else None
+
+
+def summarize(probs: np.ndarray, y_true, class_names: list[str]) -> dict:
+    """Everything metrics.json says about one set of predictions."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = probs.argmax(axis=1)
+    k = len(class_names)
+    cm = confusion_matrix(y_true, y_pred, k)
+    out = {
+        "test_accuracy": float((y_pred == y_true).mean()),
+        "test_loss": cross_entropy(probs, y_true),
+        "confusion_matrix": cm.tolist(),
+        "class_names": list(class_names),
+        "per_class": per_class(cm),
+        "images": int(len(y_true)),
+    }
+    c = collapse(y_pred, k)
+    out["collapse"] = None if c is None else {**c, "class_name": class_names[c["class"]]}
+    return out

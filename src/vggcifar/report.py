@@ -1,0 +1,106 @@
+"""report.md: the spec's Results section, filled from a run's files."""
+
+from __future__ import annotations
+
+from vggcifar.metrics import COLLAPSE_SHARE
+
+COLLAPSE_CAUSES = (
+    "Likely causes: the initialisation (glorot weights in a 16-layer network without batch norm), "
+    "the learning rate (too high for plain SGD without momentum, or decayed too little), "
+    "and no batch normalisation; the `spec-he` and `vgg16-bn` recipes address these"
+)
+
+
+def hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def collapse_message(metrics: dict) -> str | None:
+    c = metrics.get("collapse")
+    if not c:
+        return None
+    return (f"The model predicts one class, '{c['class_name']}', for {100 * c['share']:.1f}% of the "
+            f"test images (at least {100 * COLLAPSE_SHARE:.0f}% counts as collapsed): it has not learned. "
+            + COLLAPSE_CAUSES + ".")
+
+
+def markdown_confusion(cm, class_names) -> str:
+    head = "| true \\ predicted | " + " | ".join(class_names) + " |"
+    rule = "|---|" + "---:|" * len(class_names)
+    rows = [f"| **{name}** | " + " | ".join(str(int(v)) for v in row) + " |"
+            for name, row in zip(class_names, cm)]
+    return "\n".join([head, rule, *rows])
+
+
+def milestone_section(metrics: dict, picture: str) -> str:
+    lines = [
+        f"* epochs = {metrics['epoch']} **accuracy = {100 * metrics['test_accuracy']:.2f}%**",
+        "",
+        "**Confusion matrix result:**",
+        "",
+        markdown_confusion(metrics["confusion_matrix"], metrics["class_names"]),
+        "",
+        "**Confusion matrix vizualizing**",
+        "",
+        f"![confusion matrix after {metrics['epoch']} epochs]({picture})",
+        "",
+        f"Time of learning process: **{hms(metrics['train_seconds'])}**",
+        "",
+    ]
+    msg = collapse_message(metrics)
+    if msg:
+        lines[1:1] = ["", f"> **Collapsed.** {msg}"]
+    return "\n".join(lines)
+
+
+def render(
+    *,
+    title: str,
+    milestones: list[tuple[dict, str]],
+    environment: dict,
+    config: dict,
+    notes: list[str] = (),
+    curves: str | None = "curves.png",
+) -> str:
+    """``milestones``: (metrics, relative path of its heatmap) in epoch order."""
+    data = environment.get("dataset", {})
+    out = [f"# {title}", ""]
+    if data.get("synthetic"):
+        out += ["> **Synthetic data.** These figures come from the synthetic CIFAR-shaped set, "
+                "not CIFAR-10: they show that the pipeline works, nothing about VGG-16 on CIFAR-10.", ""]
+    if data.get("subset"):
+        s = data["subset"]
+        out += [f"> **Subset.** Trained on {s['train']} and tested on {s['test']} images, "
+                "not the full set.", ""]
+    out += ["## Summary", "", "| epochs | test accuracy | test loss | time of learning |", "|---:|---:|---:|---:|"]
+    for m, _ in milestones:
+        flag = " (collapsed)" if m.get("collapse") else ""
+        out.append(f"| {m['epoch']} | {100 * m['test_accuracy']:.2f}%{flag} | {m['test_loss']:.4f} | "
+                   f"{hms(m['train_seconds'])} |")
+    out.append("")
+    for n in notes:
+        out += [n, ""]
+    if curves:
+        out += [f"![learning curves]({curves})", ""]
+    out += ["## Results", ""]
+    for m, picture in milestones:
+        out.append(milestone_section(m, picture))
+    out += ["## How this was made", ""]
+    dev = environment.get("device", {})
+    versions = environment.get("versions", {})
+    out += [
+        f"- recipe: `{config.get('recipe')}`; batch size {config.get('batch_size')}, "
+        f"learning rate {config.get('lr')}, schedule `{config.get('schedule')}`, seed {config.get('seed')}",
+        f"- hardware: {dev.get('name', '?')} ({dev.get('kind', '?')}), {environment.get('cpu', '?')}",
+        f"- backend: keras {versions.get('keras', '?')} on {environment.get('backend', '?')} "
+        f"{versions.get(environment.get('backend', ''), '')}, precision {config.get('precision')}",
+        f"- dataset: {data.get('name')} from `{data.get('source')}`"
+        + (f", sha256 `{data['sha256']}`" if data.get("sha256") else "")
+        + (" (the official archive)" if data.get("official") else "")
+        + f"; {data.get('train_images')} training and {data.get('test_images')} test images",
+        f"- code: vggcifar {versions.get('vggcifar', '?')}, commit `{environment.get('git_commit') or 'unknown'}`",
+        "- time of learning counts training steps only; evaluation and checkpoint writes are excluded",
+        "",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,395 @@
+"""Training: the model, the optimizer, the loop, and checkpoints to resume from.
+
+The loop owns its shuffle (a permutation drawn from the seed and the epoch), so
+a run resumed from any checkpoint, mid-epoch included, passes through the same
+batches as an uninterrupted one; on CPU the final weights are bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import keras
+
+from vggcifar import fsutil
+from vggcifar.config import TrainConfig
+from vggcifar.data import CifarData
+from vggcifar.model import build_vgg
+
+INFERENCE_BATCH = 256  # images per predict step; memory only, not numerics
+KEEP_CHECKPOINTS = 2  # the newest and the one before it, in case the newest is damaged
+
+
+class TrainingStopped(Exception):
+    """Training ended early; ``reason`` says why and ``status`` is for the CLI."""
+
+    def __init__(self, reason: str, status: int):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+# --------------------------------------------------------------------------- #
+# model and optimizer
+# --------------------------------------------------------------------------- #
+def augmentation_layers(config: TrainConfig, seed: int) -> list:
+    """Keras preprocessing layers: active in training, identity at inference."""
+    out = []
+    if "crop" in config.augment:
+        # Pad 4 then crop 32x32 == shift by up to 4 px with zero fill.
+        out.append(keras.layers.RandomTranslation(
+            4 / 32, 4 / 32, fill_mode="constant", interpolation="nearest", seed=seed, name="aug_crop"))
+    if "flip" in config.augment:
+        out.append(keras.layers.RandomFlip("horizontal", seed=seed + 1, name="aug_flip"))
+    if "cutout" in config.augment:
+        out.append(keras.layers.RandomErasing(
+            factor=1.0, scale=(0.0625, 0.0625), value=0, seed=seed + 2, name="aug_cutout"))
+    return out
+
+
+def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    """The network a run trains and saves: it takes raw uint8 images."""
+    return build_vgg(
+        config.model,
+        num_classes=num_classes,
+        data_format=config.data_format,
+        batch_norm=config.batch_norm,
+        padding=config.padding,
+        dense_units=config.dense_units,
+        width=config.width,
+        dropout=config.dropout,
+        kernel_initializer=config.kernel_initializer,
+        dense_initializer=config.dense_initializer,
+        rescale=1.0 / 255,
+        input_layout="channels_last",
+    )
+
+
+def make_schedule(config: TrainConfig, steps_per_epoch: int):
+    if config.schedule == "inverse_time":
+        # Old Keras SGD(decay=d): lr_t = lr / (1 + d * t), t = iterations so far.
+        return keras.optimizers.schedules.InverseTimeDecay(config.lr, decay_steps=1, decay_rate=config.decay)
+    if config.schedule == "constant":
+        return config.lr
+    total = config.epochs * steps_per_epoch
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else config.lr,
+        decay_steps=max(1, total - warmup),
+        warmup_target=config.lr if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(
+        learning_rate=make_schedule(config, steps_per_epoch),
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay or None,
+    )
+
+
+def set_precision(precision: str) -> None:
+    keras.config.set_dtype_policy(precision)
+
+
+def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int):
+    """(model, train_model): the saved network, and it behind augmentation,
+    compiled with the config's optimizer and loss."""
+    set_precision(config.precision)
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config, num_classes)
+    aug = augmentation_layers(config, config.seed)
+    if aug:
+        inputs = keras.Input(shape=(32, 32, 3), dtype="uint8", name="image")
+        x = inputs
+        for layer in aug:
+            x = layer(x)
+        train_model = keras.Model(inputs, model(x), name="train_" + model.name)
+    else:
+        train_model = model
+    optimizer = make_optimizer(config, steps_per_epoch)
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    train_model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    optimizer.build(train_model.trainable_variables)
+    return model, train_model
+
+
+def current_lr(optimizer) -> float:
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    lr = inner.learning_rate
+    return float(keras.ops.convert_to_numpy(lr))
+
+
+# --------------------------------------------------------------------------- #
+# batches
+# --------------------------------------------------------------------------- #
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffle of one epoch: a function of (seed, epoch) alone."""
+    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    out = np.zeros((len(labels), num_classes), np.float32)
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+    """Softmax outputs, batch by batch (the uint8 set is never copied whole)."""
+    out = []
+    for start in range(0, len(x), batch_size):
+        out.append(np.asarray(model.predict_on_batch(x[start:start + batch_size]), dtype=np.float32))
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+# --------------------------------------------------------------------------- #
+# state and checkpoints
+# --------------------------------------------------------------------------- #
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # steps of the current epoch completed
+    global_step: int = 0
+    train_seconds: float = 0.0  # training steps only; evaluation excluded
+    epoch_seconds: float = 0.0  # of the current epoch so far
+    loss_sum: float = 0.0  # over the current epoch's images so far
+    correct_sum: float = 0.0
+    seen: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _all_variables(train_model, optimizer) -> list:
+    return list(train_model.variables) + list(optimizer.variables)
+
+
+def save_checkpoint(run_dir: Path, train_model, state: TrainState) -> Path:
+    """Weights, optimizer and RNG state, and the loop's state, as one folder
+    that appears complete or not at all."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    name = f"ckpt-{state.global_step:09d}"
+    target = ckpt_root / name
+    variables = _all_variables(train_model, train_model.optimizer)
+    with fsutil.atomic_dir(target) as tmp:
+        arrays = {f"v{i:04d}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(variables)}
+        with open(tmp / "variables.npz", "wb") as f:
+            np.savez(f, **arrays)
+        fsutil.write_json(tmp / "state.json", {**state.to_dict(), "variables": len(variables)})
+    for old in list_checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("ckpt-"))
+
+
+def load_checkpoint(run_dir, train_model, warn=print) -> TrainState | None:
+    """Restore the newest checkpoint that loads whole; a damaged one is
+    skipped for the one before it. None when there is none."""
+    fsutil.remove_stale_temps(Path(run_dir) / "checkpoints")
+    variables = _all_variables(train_model, train_model.optimizer)
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        try:
+            meta = fsutil.read_json(ckpt / "state.json")
+            with np.load(ckpt / "variables.npz") as z:
+                arrays = [z[f"v{i:04d}"] for i in range(len(variables))]
+            if meta.get("variables") != len(variables) or any(
+                tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)
+            ):
+                raise ValueError("its variables do not match this run's model")
+        except Exception as exc:  # damaged in any way: try the previous one
+            warn(f"warning: checkpoint {ckpt} is unusable ({exc}); trying an older one")
+            continue
+        for v, a in zip(variables, arrays):
+            v.assign(a)
+        meta.pop("variables")
+        return TrainState(**meta)
+    return None
+
+
+# --------------------------------------------------------------------------- #
+# the loop
+# --------------------------------------------------------------------------- #
+class _StopSignals:
+    """Ctrl-C and SIGTERM set a flag; the loop saves and stops at the next step."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class EpochEnd:
+    """What the loop hands its caller after each epoch."""
+    epoch: int
+    model: keras.Model
+    state: TrainState
+    val_probs: np.ndarray | None  # softmax outputs on the validation set
+
+
+def _format_hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def fit(
+    config: TrainConfig,
+    data: CifarData,
+    run_dir,
+    *,
+    resume: bool = False,
+    on_epoch_end=None,
+    log=print,
+    verbose: int = 1,
+    max_steps: int | None = None,
+):
+    """Train ``config`` on ``data`` in ``run_dir``; returns (model, state).
+
+    ``on_epoch_end(EpochEnd)`` runs after every epoch, after its checkpoint.
+    ``max_steps`` stops (with a checkpoint) after that many steps in this call:
+    for tests and benchmarks of interruption.
+    """
+    run_dir = Path(run_dir)
+    x_train, y_train, x_val, y_val = split_validation(config, data)
+    n = len(x_train)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    model, train_model = build_training(config, data.num_classes, steps_per_epoch)
+    optimizer = train_model.optimizer
+
+    state = None
+    if resume:
+        state = load_checkpoint(run_dir, train_model, warn=log)
+        if state is not None:
+            log(f"resuming from epoch {state.epoch} step {state.step_in_epoch} "
+                f"(global step {state.global_step})")
+    state = state or TrainState()
+
+    last_ckpt = time.monotonic()
+    steps_this_call = 0
+    with _StopSignals() as signals:
+        for epoch in range(state.epoch, config.epochs):
+            perm = epoch_permutation(config.seed, epoch, n)
+            bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose,
+                                      stateful_metrics=["loss", "accuracy"])
+            if verbose:
+                log(f"Epoch {epoch + 1}/{config.epochs}")
+            for step in range(state.step_in_epoch, steps_per_epoch):
+                idx = np.sort(perm[step * config.batch_size:(step + 1) * config.batch_size])
+                xb = x_train[idx]
+                yb = y_train[idx]
+                t0 = time.perf_counter()
+                logs = train_model.train_on_batch(xb, one_hot(yb, data.num_classes), return_dict=True)
+                dt = time.perf_counter() - t0
+                loss = float(logs["loss"])
+                if not math.isfinite(loss):
+                    raise TrainingStopped(
+                        f"the training loss became {loss} at epoch {epoch + 1}, step {step + 1} "
+                        "(global step {}); the last good checkpoint is kept".format(state.global_step + 1),
+                        status=3,
+                    )
+                state.train_seconds += dt
+                state.epoch_seconds += dt
+                state.loss_sum += loss * len(idx)
+                state.correct_sum += float(logs["accuracy"]) * len(idx)
+                state.seen += len(idx)
+                state.step_in_epoch = step + 1
+                state.global_step += 1
+                steps_this_call += 1
+                bar.update(step + 1, [("loss", state.loss_sum / state.seen),
+                                      ("accuracy", state.correct_sum / state.seen)])
+                if state.global_step == 3 and epoch == 0 and step + 1 < steps_per_epoch:
+                    per_step = state.train_seconds / state.global_step
+                    log(f"estimate: {_format_hms(per_step * steps_per_epoch * config.epochs)} of training "
+                        f"for {config.epochs} epochs ({per_step * steps_per_epoch:.0f} s an epoch, "
+                        "from the first steps; evaluation not included)")
+                stop = signals.received is not None or (max_steps is not None and steps_this_call >= max_steps)
+                if stop and step + 1 < steps_per_epoch:
+                    save_checkpoint(run_dir, train_model, state)
+                    _raise_stop(signals, run_dir)
+                if time.monotonic() - last_ckpt > config.checkpoint_minutes * 60 and step + 1 < steps_per_epoch:
+                    save_checkpoint(run_dir, train_model, state)
+                    last_ckpt = time.monotonic()
+
+            # ---- epoch end: validation, history, checkpoint ------------------
+            val_probs = predict_probs(model, x_val) if len(x_val) else None
+            from vggcifar.metrics import cross_entropy
+
+            row = {
+                "epoch": epoch + 1,
+                "loss": state.loss_sum / state.seen,
+                "accuracy": state.correct_sum / state.seen,
+                "val_loss": cross_entropy(val_probs, y_val) if val_probs is not None else None,
+                "val_accuracy": float((val_probs.argmax(1) == y_val).mean()) if val_probs is not None else None,
+                "lr": current_lr(optimizer),
+                "seconds": state.epoch_seconds,
+            }
+            state.history.append(row)
+            state.epoch = epoch + 1
+            state.step_in_epoch = 0
+            state.loss_sum = state.correct_sum = state.epoch_seconds = 0.0
+            state.seen = 0
+            save_checkpoint(run_dir, train_model, state)
+            last_ckpt = time.monotonic()
+            if on_epoch_end is not None:
+                on_epoch_end(EpochEnd(epoch + 1, model, state, val_probs))
+            stop = signals.received is not None or (max_steps is not None and steps_this_call >= max_steps)
+            if stop and state.epoch < config.epochs:
+                _raise_stop(signals, run_dir)
+    return model, state
+
+
+def _raise_stop(signals: _StopSignals, run_dir) -> None:
+    how = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}.get(
+        signals.received, "stopped")
+    status = 130 if signals.received == signal.SIGINT else 143 if signals.received else 0
+    raise TrainingStopped(
+        f"{how}; the state is saved: continue with `vggcifar train --resume --run-dir {run_dir}`", status)
+
+
+def split_validation(config: TrainConfig, data: CifarData):
+    """(x_train, y_train, x_val, y_val): the spec validates on the test set;
+    other recipes hold out the last ``val_split`` training images."""
+    if config.validate_on_test:
+        return data.x_train, data.y_train, data.x_test, data.y_test
+    n = len(data.x_train)
+    k = min(config.val_split, n // 5) if config.val_split else 0
+    if k == 0:
+        return data.x_train, data.y_train, data.x_train[:0], data.y_train[:0]
+    return data.x_train[:n - k], data.y_train[:n - k], data.x_train[n - k:], data.y_train[n - k:]
