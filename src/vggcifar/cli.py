@@ -100,7 +100,25 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-train", type=_positive_int, help="train on the first N images only")
     p.add_argument("--limit-test", type=_positive_int, help="test on the first N images only")
     p.add_argument("--checkpoint-minutes", type=float, help="also checkpoint this often within an epoch (default: 10)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set width=0.25 --set augment='[\"flip\"]' "
+                        "(VALUE is JSON, else a string; see `vggcifar recipes`)")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bar")
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects KEY=VALUE, received {item!r}")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
 
 
 def _train_config(args, **extra):
@@ -109,6 +127,10 @@ def _train_config(args, **extra):
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      precision=args.precision, limit_train=args.limit_train, limit_test=args.limit_test,
                      checkpoint_minutes=args.checkpoint_minutes, **extra)
+    for key, value in _parse_overrides(args.overrides).items():
+        if overrides.get(key) is not None:
+            raise UsageError(f"{key} is given twice (as an option and with --set)")
+        overrides[key] = value
     return make_config(args.recipe or "spec", **overrides)
 
 

@@ -75,6 +75,7 @@ def build_vgg(
     width: float = 1.0,
     rescale: float | None = None,
     input_layout: str = "model",
+    seed: int | None = None,
     name: str | None = None,
 ) -> keras.Model:
     """Build a VGG network for small images.
@@ -101,6 +102,9 @@ def build_vgg(
         input_layout: "model" takes images in ``data_format``;
             "channels_last" takes channels-last images whatever
             ``data_format`` is, and transposes them inside the model.
+        seed: seeds the dropout layers' random streams. With a seed their
+            state lives in the model's variables (checkpointed and restored);
+            without one, the torch backend draws from torch's global RNG.
         name: the model's name (default: the configuration's name).
     """
     items = resolve_config(config)
@@ -168,7 +172,7 @@ def build_vgg(
     for i in (1, 2) if dense_units else ():
         x = layers.Dense(dense_units, kernel_initializer=dense_initializer, name=f"fc{i}")(x)
         x = layers.Activation("relu", name=f"fc{i}_relu")(x)
-        x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
+        x = layers.Dropout(dropout, seed=None if seed is None else seed + i, name=f"fc{i}_dropout")(x)
     x = layers.Dense(num_classes, kernel_initializer=dense_initializer, name="predictions")(x)
     # float32 softmax whatever the compute precision: probabilities and the
     # loss stay accurate under mixed precision.

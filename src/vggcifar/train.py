@@ -69,6 +69,7 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
         dense_initializer=config.dense_initializer,
         rescale=1.0 / 255,
         input_layout="channels_last",
+        seed=config.seed,
     )
 
 

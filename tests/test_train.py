@@ -1,0 +1,281 @@
+"""Training end to end on small synthetic data: the run folder, the metrics
+against an independent oracle, resume after kill -9, milestones, evaluate."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vggcifar import fsutil
+from vggcifar.cli import main
+from vggcifar.config import make_config
+from vggcifar.data import load_synthetic
+from vggcifar.run import read_history, train_run
+from vggcifar.train import list_checkpoints
+
+# A narrow VGG-16 (1/16 of the filters) keeps each step in milliseconds.
+TINY = dict(width=0.0625, dense_units=16)
+TINY_ARGS = ["--set", "width=0.0625", "--set", "dense_units=16"]
+RUN_FILES = ["config.json", "run.json", "environment.json", "history.csv", "model.keras", "metrics.json",
+             "confusion_matrix.csv", "confusion_matrix.png", "curves.png", "report.md"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_synthetic(train=160, test=64, seed=3)
+
+
+def tiny_config(**kw):
+    return make_config("spec", **{**TINY, "epochs": 2, "batch_size": 32, "lr": 0.05, **kw})
+
+
+def final_variables(run_dir) -> list[np.ndarray]:
+    newest = list_checkpoints(run_dir)[-1]
+    with np.load(newest / "variables.npz") as z:
+        return [z[k] for k in sorted(z.files)]
+
+
+def test_run_folder_is_complete_and_consistent(tmp_path, data):
+    run = tmp_path / "run"
+    metrics = train_run(tiny_config(), data, run, milestones=[1, 2], verbose=0, log=lambda *_: None)
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    for m in (1, 2):
+        for name in ("model.keras", "metrics.json", "confusion_matrix.csv", "confusion_matrix.png"):
+            assert (run / f"epochs-{m:03d}" / name).is_file()
+    saved = fsutil.read_json(run / "metrics.json")
+    assert saved == json.loads(json.dumps(metrics))
+    for key in ("epoch", "test_accuracy", "test_loss", "confusion_matrix", "class_names", "per_class",
+                "train_seconds", "wall_seconds"):
+        assert key in saved
+    assert saved["epoch"] == 2 and 0 <= saved["test_accuracy"] <= 1
+    assert 0 < saved["train_seconds"] <= saved["wall_seconds"]
+    assert np.asarray(saved["confusion_matrix"]).sum() == 64
+    history = read_history(run / "history.csv")
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    # The spec's decay: lr / (1 + 1e-6 * iterations), 5 steps an epoch.
+    assert history[1]["lr"] == pytest.approx(0.05 / (1 + 1e-6 * 10), rel=1e-6)
+    # The last epoch's validation on the test set is the reported test accuracy.
+    assert history[1]["val_accuracy"] == pytest.approx(saved["test_accuracy"])
+    env = fsutil.read_json(run / "environment.json")
+    assert env["backend"] and env["dataset"]["synthetic"] is True
+    assert {"keras", "numpy", "python"} <= set(env["versions"])
+    report = (run / "report.md").read_text()
+    assert "* epochs = 1 **accuracy = " in report and "* epochs = 2 **accuracy = " in report
+    assert "epochs-002/confusion_matrix.png" in report and "Time of learning process: **0:00:" in report
+    assert "Synthetic data" in report
+    assert not (run / "lock").exists()
+
+
+def test_metrics_agree_with_scikit_learn(tmp_path, data):
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from vggcifar.evaluate import load_model
+    from vggcifar.train import predict_probs
+
+    run = tmp_path / "run"
+    train_run(tiny_config(epochs=1), data, run, verbose=0, log=lambda *_: None)
+    saved = fsutil.read_json(run / "metrics.json")
+    y_pred = predict_probs(load_model(run / "model.keras"), data.x_test).argmax(1)
+    np.testing.assert_array_equal(saved["confusion_matrix"], confusion_matrix(data.y_test, y_pred, labels=range(10)))
+    p, r, f, _ = precision_recall_fscore_support(data.y_test, y_pred, labels=range(10), zero_division=0)
+    np.testing.assert_allclose(saved["per_class"]["precision"], p)
+    np.testing.assert_allclose(saved["per_class"]["recall"], r)
+    np.testing.assert_allclose(saved["per_class"]["f1"], f)
+    assert saved["test_accuracy"] == pytest.approx((y_pred == data.y_test).mean())
+
+
+def test_one_run_milestones_equal_separate_shorter_run(tmp_path, data):
+    long_run, short_run = tmp_path / "long", tmp_path / "short"
+    train_run(tiny_config(epochs=3), data, long_run, milestones=[1, 3], verbose=0, log=lambda *_: None)
+    train_run(tiny_config(epochs=1), data, short_run, verbose=0, log=lambda *_: None)
+    a = fsutil.read_json(long_run / "epochs-001" / "metrics.json")
+    b = fsutil.read_json(short_run / "metrics.json")
+    assert a["confusion_matrix"] == b["confusion_matrix"]
+    assert a["test_loss"] == b["test_loss"]
+    import keras
+
+    wa = keras.saving.load_model(long_run / "epochs-001" / "model.keras").get_weights()
+    wb = keras.saving.load_model(short_run / "model.keras").get_weights()
+    for x, y in zip(wa, wb):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_resume_mid_epoch_is_bit_identical(tmp_path, data):
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    quiet = dict(verbose=0, log=lambda *_: None)
+    train_run(tiny_config(), data, full, **quiet)
+    from vggcifar.train import TrainingStopped
+
+    with pytest.raises(TrainingStopped):
+        train_run(tiny_config(), data, parts, max_steps=3, **quiet)  # stops mid-epoch 1
+    with pytest.raises(TrainingStopped):
+        train_run(tiny_config(), data, parts, resume=True, max_steps=4, **quiet)  # into epoch 2
+    train_run(tiny_config(), data, parts, resume=True, **quiet)
+    for x, y in zip(final_variables(full), final_variables(parts)):
+        np.testing.assert_array_equal(x, y)
+    assert fsutil.read_json(full / "metrics.json")["test_loss"] == fsutil.read_json(parts / "metrics.json")["test_loss"]
+    h_full, h_parts = read_history(full / "history.csv"), read_history(parts / "history.csv")
+    assert [h["loss"] for h in h_full] == [h["loss"] for h in h_parts]
+
+
+def test_corrupt_newest_checkpoint_falls_back(tmp_path, data):
+    run = tmp_path / "run"
+    quiet = dict(verbose=0, log=lambda *_: None)
+    train_run(tiny_config(epochs=3), data, run, milestones=[3], **quiet)
+    reference = final_variables(run)
+    # Back to the end of epoch 2: damage the newest (epoch 3), keep epoch 2.
+    newest, previous = list_checkpoints(run)[-1], list_checkpoints(run)[-2]
+    (newest / "variables.npz").write_bytes(b"not a zip file")
+    messages = []
+    import shutil
+
+    for name in ("metrics.json",):
+        (run / name).unlink()
+    shutil.rmtree(run / "epochs-003")
+    train_run(tiny_config(epochs=3), data, run, milestones=[3], resume=True, verbose=0, log=messages.append)
+    assert any("unusable" in m and newest.name in m for m in messages)
+    assert any("resuming from epoch 2" in m for m in messages)
+    for x, y in zip(reference, final_variables(run)):
+        np.testing.assert_array_equal(x, y)
+    assert previous.exists() or len(list_checkpoints(run)) == 2
+
+
+def test_evaluate_reproduces_metrics(tmp_path, data, capsys):
+    run = tmp_path / "run"
+    train_run(tiny_config(epochs=1), data, run, verbose=0, log=lambda *_: None)
+    # evaluate reads the data source from run.json: here, the same synthetic set.
+    fsutil.write_json(run / "run.json", {"milestones": [1], "data": {"dataset": "synthetic"}})
+    from vggcifar.evaluate import evaluate_path
+
+    metrics, out = evaluate_path(run, dataset="synthetic", limit_test=64)
+    saved = fsutil.read_json(run / "metrics.json")
+    # load_synthetic(test=64) is not the seed-3 set this test trained on; evaluate
+    # that exact set instead through the library and compare.
+    from vggcifar.metrics import summarize
+    from vggcifar.evaluate import load_model
+    from vggcifar.train import predict_probs
+
+    again = summarize(predict_probs(load_model(run / "model.keras"), data.x_test), data.y_test, data.class_names)
+    assert again["confusion_matrix"] == saved["confusion_matrix"]
+    assert again["test_loss"] == pytest.approx(saved["test_loss"], rel=1e-6)
+    assert (out / "metrics.json").is_file() and (out / "confusion_matrix.png").is_file()
+    assert metrics["epoch"] == 1
+
+
+def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, data, monkeypatch):
+    from vggcifar import train as T
+
+    run = tmp_path / "run"
+    quiet = dict(verbose=0, log=lambda *_: None)
+    train_run(tiny_config(epochs=1), data, run, **quiet)
+    good = final_variables(run)
+    real = T.keras.Model.train_on_batch
+    calls = {"n": 0}
+
+    def poisoned(self, *a, **k):
+        logs = real(self, *a, **k)
+        calls["n"] += 1
+        return {**logs, "loss": float("nan")} if calls["n"] == 2 else logs
+
+    monkeypatch.setattr(T.keras.Model, "train_on_batch", poisoned)
+    with pytest.raises(T.TrainingStopped) as stop:
+        train_run(tiny_config(epochs=2), data, run, resume=True, **quiet)
+    assert stop.value.status == 3 and "nan" in stop.value.reason
+    saved = fsutil.read_json(run / "metrics.json")
+    assert saved["status"] == "failed" and "nan" in saved["reason"]
+    assert saved["epoch"] == 1  # the result on disk is still the last good one
+    for x, y in zip(good, final_variables(run)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_second_process_on_a_run_folder_is_refused(tmp_path, data):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (run / "lock").write_text(f"{holder.pid}\n")
+        with pytest.raises(OSError, match=f"in use by process {holder.pid}"):
+            train_run(tiny_config(epochs=1), data, run, verbose=0, log=lambda *_: None)
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is dead now: its lock is stale and taken over.
+    train_run(tiny_config(epochs=1), data, run, verbose=0, log=lambda *_: None)
+    assert (run / "metrics.json").exists() and not (run / "lock").exists()
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "vggcifar", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+TRAIN_ARGS = ["train", "--dataset", "synthetic", "--limit-train", "192", "--limit-test", "32",
+              "--epochs", "3", "--batch-size", "16", "--lr", "0.05", "--quiet", *TINY_ARGS]
+
+
+def _wait_for_checkpoint(run: Path, proc, minimum_step: int, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        steps = [int(p.name.split("-")[1]) for p in list_checkpoints(run)]
+        if steps and max(steps) >= minimum_step:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early: {proc.stdout.read()}")
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_identical_weights(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    p = _cli(*TRAIN_ARGS, "--run-dir", str(full))
+    assert p.wait(timeout=300) == 0, p.stdout.read()
+    # Checkpoint within epochs too (every 0.001 min), then kill -9 mid-run.
+    p = _cli(*TRAIN_ARGS, "--run-dir", str(killed), "--checkpoint-minutes", "0.0001")
+    _wait_for_checkpoint(killed, p, minimum_step=14)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    for f in killed.rglob("*.json"):
+        json.loads(f.read_text())  # every JSON file parses, whatever the moment
+    r = _cli("train", "--resume", "--run-dir", str(killed), "--quiet")
+    out = r.communicate(timeout=300)[0]
+    assert r.returncode == 0, out
+    assert "resuming from epoch" in out
+    for x, y in zip(final_variables(full), final_variables(killed)):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    run = tmp_path / "run"
+    p = _cli(*TRAIN_ARGS, "--run-dir", str(run), "--epochs", "50")
+    _wait_for_checkpoint(run, p, minimum_step=12)
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 143, out
+    assert "--resume" in out
+    assert not (run / "lock").exists()
+    state = fsutil.read_json(list_checkpoints(run)[-1] / "state.json")
+    assert state["global_step"] >= 12
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["train", "--resume", "--quiet"]) == 2
+    assert "--resume needs --run-dir" in capsys.readouterr().err
+    assert main(["train", "--resume", "--run-dir", str(tmp_path / "nothing")]) == 2
+    assert "not a vggcifar run folder" in capsys.readouterr().err
+    assert main(["train", "--dataset", "synthetic", "--set", "width=wide"]) == 2
+    assert "Received: width='wide'" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "model.h5"), "--dataset", "synthetic"]) == 2
+    assert "only .keras model files" in capsys.readouterr().err
+    assert main(["experiment", "--dataset", "synthetic", "--milestones", "2,5", "--epochs", "3"]) == 2
+    assert "less than the last milestone 5" in capsys.readouterr().err
