@@ -15,8 +15,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The spec's Results section: VGG-16, the spec's recipe, CIFAR-10 (from the
+# Keras cache, a local archive in DATA=..., or downloaded), 10/20/50/100 epochs.
+DATA ?=
+RUN_ARGS ?=
 run: setup
-	$(BIN)/vggcifar summary
+	$(BIN)/vggcifar experiment $(if $(DATA),--data $(DATA)) --run-dir runs/spec $(if $(wildcard runs/spec/run.json),--resume) $(RUN_ARGS)
+
+# A few minutes on a laptop CPU, offline: a quarter-width VGG-16 on the
+# synthetic set, reported at 1, 2 and 3 epochs.
+demo: setup
+	$(BIN)/vggcifar experiment --dataset synthetic --limit-train 3000 --limit-test 1000 \
+		--milestones 1,2,3 --set width=0.25 --set dense_units=256 --lr 0.05 --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -67,6 +67,7 @@ def build_vgg(
     input_shape: Sequence[int] | None = None,
     data_format: str = "channels_last",
     batch_norm: bool = False,
+    bn_momentum: float = 0.99,
     padding: str = "explicit",
     dense_units: int = 4096,
     dropout: float = 0.5,
@@ -87,6 +88,7 @@ def build_vgg(
         data_format: the layout the convolutions compute in.
         batch_norm: a BatchNormalization between each conv and its relu
             (the conv then has no bias, which batch norm would cancel).
+        bn_momentum: weight of the old value in batch norm's moving averages.
         padding: "explicit" is the spec's ZeroPadding2D((1, 1)) before a valid
             conv; "same" is Conv2D(padding="same"): the same function with the
             same weights, one layer fewer per conv.
@@ -165,7 +167,7 @@ def build_vgg(
         )(x)
         if batch_norm:
             axis = 1 if data_format == "channels_first" else -1
-            x = layers.BatchNormalization(axis=axis, name=f"{prefix}bn{conv}")(x)
+            x = layers.BatchNormalization(axis=axis, momentum=bn_momentum, name=f"{prefix}bn{conv}")(x)
         x = layers.Activation("relu", name=f"{prefix}relu{conv}")(x)
 
     x = layers.Flatten(data_format=data_format, name="flatten")(x)

@@ -94,7 +94,8 @@ def render(
         f"learning rate {config.get('lr')}, schedule `{config.get('schedule')}`, seed {config.get('seed')}",
         f"- hardware: {dev.get('name', '?')} ({dev.get('kind', '?')}), {environment.get('cpu', '?')}",
         f"- backend: keras {versions.get('keras', '?')} on {environment.get('backend', '?')} "
-        f"{versions.get(environment.get('backend', ''), '')}, precision {config.get('precision')}",
+        f"{versions.get(environment.get('backend', ''), '')}, precision "
+        f"{environment.get('precision', config.get('precision'))}",
         f"- dataset: {data.get('name')} from `{data.get('source')}`"
         + (f", sha256 `{data['sha256']}`" if data.get("sha256") else "")
         + (" (the official archive)" if data.get("official") else "")

@@ -190,7 +190,7 @@ def train_run(
                              "or choose another --run-dir")
         fsutil.write_json(run_dir / "config.json", config.to_dict())
         fsutil.write_json(run_dir / "run.json", {"milestones": milestones, "data": data_args or {}})
-        env = environment_info(data)
+        env = {**environment_info(data), "precision": T.resolve_precision(config.precision)}
         fsutil.write_json(run_dir / "environment.json", env)
         wall_before = 0.0
         if resume and (run_dir / "metrics.json").exists():

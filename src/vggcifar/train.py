@@ -61,6 +61,7 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
         num_classes=num_classes,
         data_format=config.data_format,
         batch_norm=config.batch_norm,
+        bn_momentum=config.bn_momentum,
         padding=config.padding,
         dense_units=config.dense_units,
         width=config.width,
@@ -80,7 +81,7 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int):
     if config.schedule == "constant":
         return config.lr
     total = config.epochs * steps_per_epoch
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total // 5)
     return keras.optimizers.schedules.CosineDecay(
         0.0 if warmup else config.lr,
         decay_steps=max(1, total - warmup),
@@ -98,14 +99,42 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     )
 
 
-def set_precision(precision: str) -> None:
+def resolve_precision(precision: str) -> str:
+    """"auto": bfloat16 mixed precision on a GPU that computes in it, else float32."""
+    if precision != "auto":
+        return precision
+    backend = keras.backend.backend()
+    try:
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+                return "mixed_bfloat16"
+        elif backend == "jax":
+            import jax
+
+            if jax.devices()[0].platform == "gpu":
+                return "mixed_bfloat16"
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_physical_devices("GPU"):
+                return "mixed_bfloat16"
+    except Exception:  # no usable accelerator: stay in float32
+        pass
+    return "float32"
+
+
+def set_precision(precision: str) -> str:
+    precision = resolve_precision(precision)
     keras.config.set_dtype_policy(precision)
+    return precision
 
 
 def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int):
     """(model, train_model): the saved network, and it behind augmentation,
     compiled with the config's optimizer and loss."""
-    set_precision(config.precision)
+    precision = set_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
     model = build_model(config, num_classes)
     aug = augmentation_layers(config, config.seed)
@@ -118,7 +147,7 @@ def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int):
     else:
         train_model = model
     optimizer = make_optimizer(config, steps_per_epoch)
-    if config.precision == "mixed_float16":
+    if precision == "mixed_float16":  # float16 gradients underflow without scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     train_model.compile(
         optimizer=optimizer,
