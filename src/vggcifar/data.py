@@ -569,6 +569,7 @@ def load_cifar(source: str | os.PathLike | None = None, *, dataset: str | None =
             sha256=expected or archive.sha256, md5=None if expected else archive.md5,
             retries=retries, timeout=timeout, progress=progress,
             hint=f"put {archive.filename} at {target} or pass it with --data PATH",
+            hash_hint=f"for a mirror of another file give its sha256 with --data-sha256 or {SHA256_ENV[dataset]}",
         )
         sha256 = expected or archive.sha256
     return read_cifar(found, dataset=dataset, sha256=sha256 if found.is_file() else None)
