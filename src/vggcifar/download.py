@@ -120,7 +120,7 @@ def _attempt(url: str, target: Path, opener, timeout: float, sha256: str | None,
 
 
 def fetch(url: str, target: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None,
-          retries: int = 3, backoff: float = 1.0, sleep: Callable[[float], None] = time.sleep,
+          retries: int = 3, backoff: float = 1.0, sleep: Callable[[float], None] | None = None,
           timeout: float = 60.0, progress=True, hint: str = "download it yourself and pass it with --data PATH",
           hash_hint: str = "check the URL, or pass the expected sha256 of this file",
           opener: urllib.request.OpenerDirector | None = None) -> Path:
@@ -128,7 +128,8 @@ def fetch(url: str, target: str | os.PathLike, *, sha256: str | None = None, md5
 
     At least one of ``sha256`` / ``md5`` is required, and every one given
     must match before the file is renamed into place. ``retries`` attempts in
-    all, ``backoff * 2**k`` seconds apart (``sleep`` is injectable for tests).
+    all, ``backoff * 2**k`` seconds apart (``sleep``, default ``time.sleep``,
+    is injectable for tests).
     ``progress``: True draws a bar on stderr when it is a terminal, a file
     object draws it there, False never. ``hint`` ends the error raised when
     the download fails for good (say where to put the file by hand).
@@ -146,7 +147,7 @@ def fetch(url: str, target: str | os.PathLike, *, sha256: str | None = None, md5
     last: Exception | None = None
     for attempt in range(retries):
         if attempt:
-            sleep(backoff * 2 ** (attempt - 1))
+            (sleep or time.sleep)(backoff * 2 ** (attempt - 1))
         try:
             return _attempt(url, target, opener, timeout, sha256, md5, stream, hint, hash_hint)
         except _Transient as exc:
