@@ -393,3 +393,13 @@ def test_gzip_plain_tar_also_reads(tmp_path, arrays):
     with open(p, "rb") as f:
         assert f.read(2) != b"\x1f\x8b"
     assert_same(load_cifar(p), arrays)
+
+
+@pytest.mark.parametrize("n_train", [25, 23, 3])  # even batches, uneven ones, empty ones
+def test_any_count_per_batch_in_any_member_order(tmp_path, n_train):
+    arrays = fixtures.random_arrays(n_train, 4, seed=n_train)
+    members = fixtures.python_members(*arrays)
+    shuffled = dict(sorted(members.items(), key=lambda kv: hashlib.md5(kv[0].encode()).digest()))
+    assert list(shuffled) != list(members)
+    assert_same(load_cifar(fixtures.write_tar(tmp_path / "a.tar.gz", shuffled)), arrays)
+    assert_same(load_cifar(fixtures.write_archive(tmp_path / "b.tar.gz", *arrays, layout="binary")), arrays)

@@ -302,32 +302,36 @@ def _binary_meta(where: str, data: bytes) -> tuple[list[str], None]:
     return names, None
 
 
-class _Collector:
-    """The members of one layout as they arrive, in any order, parsed at once
-    so that only one member's bytes are held beside the parsed arrays."""
+def _channels_last(rows: np.ndarray) -> np.ndarray:
+    """CIFAR rows (R plane, G plane, B plane) as a (N, 32, 32, 3) view."""
+    return rows.reshape(len(rows), 3, 32, 32).transpose(0, 2, 3, 1)
 
-    def __init__(self, layout: _Layout, where: str, archive: bool):
-        self.layout, self.where, self.archive = layout, where, archive
-        self.batches: dict[str, tuple] = {}
-        self.meta: tuple[list[str], list[str] | None] | None = None
 
-    def add(self, name: str, data: bytes) -> None:
-        # Errors name the member inside the archive, or the file in the folder.
-        where = f"{self.where}:{self.layout.folder}/{name}" if self.archive else f"{self.where}/{name}"
-        binary = self.layout.format == "binary"
-        if name == self.layout.meta:
-            self.meta = _binary_meta(where, data) if binary else _python_meta(where, data, self.layout)
-        else:
-            parsed = _binary_batch(where, data) if binary else _python_batch(where, data, self.layout.label_key)
-            self.batches[name] = (where, *parsed)
+class _Split:
+    """One split's batches. The official batches are all the same size, so
+    each is copied straight to its place in the output as it arrives and its
+    bytes freed: one copy of the pixels in memory, not two. Batches of
+    uneven size (small hand-made sets) are kept and joined at the end."""
 
-    def missing(self) -> list[str]:
-        have = set(self.batches) | ({self.layout.meta} if self.meta else set())
-        return [m for m in self.layout.members if m not in have]
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+        self.x: np.ndarray | None = None  # the output, allocated at the first batch
+        self.size: int | None = None  # images per batch, from the first batch
+        self.parts: dict[str, tuple] = {}  # name -> (where, labels, coarse, rows not yet placed)
 
-    def _split(self, names: tuple[str, ...], num_classes: int, coarse_classes: int | None):
-        parts = [self.batches.pop(n) for n in names]
-        for where, _, labels, coarse in parts:
+    def put(self, name: str, where: str, rows: np.ndarray, labels: np.ndarray, coarse) -> None:
+        i, n = self.names.index(name), len(rows)
+        if self.size is None and n:
+            self.size = n
+            self.x = np.empty((n * len(self.names), 32, 32, 3), np.uint8)
+        if n and n == self.size:
+            self.x[i * n:(i + 1) * n] = _channels_last(rows)
+            rows = None
+        self.parts[name] = (where, labels, coarse, rows)
+
+    def finish(self, num_classes: int, coarse_classes: int | None):
+        parts = [self.parts.pop(n) for n in self.names]
+        for where, labels, coarse, _ in parts:
             for key, lab, k in (("label", labels, num_classes), ("coarse label", coarse, coarse_classes)):
                 if lab is None or not len(lab) or k is None:
                     continue
@@ -335,20 +339,42 @@ class _Collector:
                     bad = lab.min() if lab.min() < 0 else lab.max()
                     raise DataError(f"{where}: {key} {bad} outside the {k} classes 0..{k - 1}; "
                                     f"the file is damaged, {_FIX}")
-        total = sum(len(p[1]) for p in parts)
-        # np.empty maps its pages lazily and each part is dropped once copied,
-        # so the peak stays near one copy of the pixels, not two.
-        x = np.empty((total, 32, 32, 3), np.uint8)
-        y = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
-        c = np.concatenate([p[3] for p in parts]) if all(p[3] is not None for p in parts) else None
+        y = np.concatenate([p[1] for p in parts])
+        c = np.concatenate([p[2] for p in parts]) if all(p[2] is not None for p in parts) else None
+        if all(p[3] is None for p in parts):
+            return self.x, y, c
+        x = np.empty((len(y), 32, 32, 3), np.uint8)
         start = 0
-        while parts:
-            rows = parts.pop(0)[1]
-            n = len(rows)
-            x[start:start + n] = rows.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1)
+        for i, (_, labels, _, rows) in enumerate(parts):
+            n = len(labels)
+            x[start:start + n] = _channels_last(rows) if rows is not None else self.x[i * n:(i + 1) * n]
             start += n
-            del rows
         return x, y, c
+
+
+class _Collector:
+    """The members of one layout as they arrive, in any order, each parsed
+    at once so that only one member's bytes are held at a time."""
+
+    def __init__(self, layout: _Layout, where: str, archive: bool):
+        self.layout, self.where, self.archive = layout, where, archive
+        self.train, self.test = _Split(layout.train), _Split((layout.test,))
+        self.meta: tuple[list[str], list[str] | None] | None = None
+
+    def add(self, name: str, data: bytes | bytearray) -> None:
+        # Errors name the member inside the archive, or the file in the folder.
+        where = f"{self.where}:{self.layout.folder}/{name}" if self.archive else f"{self.where}/{name}"
+        binary = self.layout.format == "binary"
+        if name == self.layout.meta:
+            self.meta = _binary_meta(where, data) if binary else _python_meta(where, data, self.layout)
+            return
+        rows, labels, coarse = (_binary_batch(where, data) if binary
+                                else _python_batch(where, data, self.layout.label_key))
+        (self.test if name == self.layout.test else self.train).put(name, where, rows, labels, coarse)
+
+    def missing(self) -> list[str]:
+        have = set(self.train.parts) | set(self.test.parts) | ({self.layout.meta} if self.meta else set())
+        return [m for m in self.layout.members if m not in have]
 
     def finish(self) -> dict:
         missing = self.missing()
@@ -359,8 +385,8 @@ class _Collector:
                             f"the data is incomplete, {_FIX}")
         names, coarse_names = self.meta
         k, kc = len(names), (len(coarse_names) if coarse_names else None)
-        x_train, y_train, c_train = self._split(self.layout.train, k, kc)
-        x_test, y_test, c_test = self._split((self.layout.test,), k, kc)
+        x_train, y_train, c_train = self.train.finish(k, kc)
+        x_test, y_test, c_test = self.test.finish(k, kc)
         if not len(x_train) or not len(x_test):
             raise DataError(f"{self.where}: no {'training' if not len(x_train) else 'test'} images; {_FIX}")
         extra = {"format": self.layout.format}
@@ -383,6 +409,23 @@ class _HashingReader:
         self.sha256.update(b)
         self.md5.update(b)
         return b
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytearray | None:
+    """The member's bytes, read in 1 MiB steps into one buffer (tarfile's own
+    read() of a whole member briefly holds three copies of it); None when
+    the archive ends first."""
+    f = tar.extractfile(info)
+    buf = bytearray(info.size)
+    view, pos = memoryview(buf), 0
+    while pos < info.size:
+        chunk = f.read(min(2**20, info.size - pos))
+        if not chunk:
+            return None
+        view[pos:pos + len(chunk)] = chunk
+        pos += len(chunk)
+    del view
+    return buf
 
 
 def _member_name(archive: str, info: tarfile.TarInfo) -> str:
@@ -430,8 +473,8 @@ def _read_archive(path: Path) -> tuple[dict, str, str]:
                     if info.size > _MAX_MEMBER:
                         raise DataError(f"{where}: member {name!r} is {info.size} bytes, far larger than any "
                                         f"CIFAR file; {_FIX}")
-                    data = tar.extractfile(info).read()
-                    if len(data) != info.size:
+                    data = _read_member(tar, info)
+                    if data is None:
                         raise DataError(f"{where}: member {name!r} is cut short (truncated archive); {_FIX}")
                     collector.add(base, data)
                     del data

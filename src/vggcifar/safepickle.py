@@ -13,7 +13,6 @@ read, before anything is called.
 
 from __future__ import annotations
 
-import io
 import pickle
 
 import numpy as np
@@ -83,7 +82,30 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError("refused persistent id: not used by CIFAR batches")
 
 
-def loads(data: bytes):
+class _Reader:
+    """A file over a bytes-like object, without BytesIO's copy of a bytearray."""
+
+    def __init__(self, data):
+        self.data, self.view, self.pos = data, memoryview(data), 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.view) if n is None or n < 0 else min(self.pos + n, len(self.view))
+        out = bytes(self.view[self.pos:end])
+        self.pos = end
+        return out
+
+    def readinto(self, b) -> int:
+        n = min(len(b), len(self.view) - self.pos)
+        b[:n] = self.view[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+    def readline(self) -> bytes:
+        end = self.data.find(b"\n", self.pos)
+        return self.read(end + 1 - self.pos if end >= 0 else -1)
+
+
+def loads(data: bytes | bytearray):
     """Unpickle ``data`` under the restrictions above.
 
     Strings written by Python 2 come back as ``bytes`` (as in keras' own
@@ -91,4 +113,4 @@ def loads(data: bytes):
     ``UnsafePickleError`` for a refused global and the usual ``pickle`` /
     ``ValueError`` / ``EOFError`` family for a damaged stream.
     """
-    return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    return RestrictedUnpickler(_Reader(data), encoding="bytes").load()
