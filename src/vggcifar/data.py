@@ -1,8 +1,16 @@
-"""Every fact about the datasets: their in-memory form and the synthetic set.
+"""Every fact about the datasets: their in-memory form, the official CIFAR
+files (layouts, addresses, checksums), how to read them safely, and the
+synthetic set.
 
 Images stay uint8, shape (N, 32, 32, 3), channels-last; labels are 1-D int
 arrays. Scaling to [0, 1] happens inside the model, so no float copy of a
 whole set is ever made.
+
+Entry points: ``load_dataset`` (what ``--data`` / ``--dataset`` ask for),
+``load_cifar`` (local path, keras cache, or download), ``read_cifar`` (local
+only), ``load_synthetic``. Pickled batches go through
+``vggcifar.safepickle``, which refuses every global but numpy's array ones;
+archive members are read in memory, never extracted.
 """
 
 from __future__ import annotations
