@@ -57,21 +57,98 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------ data options and `vggcifar data`
 def add_data_options(p: argparse.ArgumentParser) -> None:
+    """``--data PATH`` or ``--dataset NAME``, for every command that reads a dataset."""
     from vggcifar.data import DATASETS
 
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--data", metavar="PATH", help="a CIFAR archive, its extracted folder, or a Keras cache")
-    g.add_argument("--dataset", choices=DATASETS, help="a named dataset (default: cifar10)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--data", metavar="PATH",
+                       help="a CIFAR archive (.tar.gz) or its extracted folder: python, binary or CIFAR-100 layout")
+    group.add_argument("--dataset", choices=DATASETS,
+                       help="from the keras cache, downloaded when missing; synthetic: offline stand-in "
+                            "(default: cifar10)")
+    p.add_argument("--data-url", metavar="URL",
+                   help="download from this mirror (env: VGGCIFAR_CIFAR10_URL, VGGCIFAR_CIFAR100_URL)")
+    p.add_argument("--data-sha256", metavar="HEX",
+                   help="expected sha256 of the archive (env: VGGCIFAR_CIFAR10_SHA256, VGGCIFAR_CIFAR100_SHA256)")
 
 
-def load_data_from_args(data: str | None, dataset: str | None, limit_train=None, limit_test=None):
-    from vggcifar import data as D
+def load_data(args: argparse.Namespace, *, synthetic_train: int = 50000, synthetic_test: int = 10000,
+              seed: int = 0, download: bool = True):
+    """The dataset that ``add_data_options``' arguments name, as ``CifarData``."""
+    from vggcifar.data import load_dataset
 
-    if dataset == "synthetic":
-        loaded = D.load_synthetic(train=limit_train or 50000, test=limit_test or 10000)
-    else:
-        loaded = D.load_dataset(data=data, dataset=dataset or "cifar10")
+    return load_dataset(
+        args.data, args.dataset or "cifar10", synthetic_train=synthetic_train, synthetic_test=synthetic_test, seed=seed,
+        url=getattr(args, "data_url", None), sha256=getattr(args, "data_sha256", None), download=download,
+    )
+
+
+def _data_lines(d) -> list[str]:
+    import numpy as np
+
+    official = d.extra.get("official_name")
+    lines = [
+        f"source:   {d.source}" + (f" ({d.extra['container']}, {d.extra['format']} layout)" if "format" in d.extra else ""),
+        f"dataset:  {d.name}{' (synthetic)' if d.synthetic else ''}, {d.num_classes} classes, "
+        f"{len(d.x_train)} train + {len(d.x_test)} test images",
+    ]
+    if d.sha256:
+        lines += [f"sha256:   {d.sha256}", f"md5:      {d.extra.get('md5')}"]
+    lines.append(f"official: {f'yes, the bytes of {official}' if official else 'no'}")
+    train = np.bincount(d.y_train, minlength=d.num_classes)
+    test = np.bincount(d.y_test, minlength=d.num_classes)
+    width = max(len("class"), *map(len, d.class_names))
+    lines.append(f"{'class':<{width}}  {'train':>6}  {'test':>6}")
+    lines += [f"{n:<{width}}  {a:>6}  {b:>6}" for n, a, b in zip(d.class_names, train, test)]
+    return lines
+
+
+def _cmd_data_info(args: argparse.Namespace) -> int:
+    from vggcifar.data import load_dataset
+
+    d = load_dataset(args.path, args.dataset, download=False)
+    print("\n".join(_data_lines(d)))
+    return 0
+
+
+def _cmd_data_verify(args: argparse.Namespace) -> int:
+    from vggcifar.data import read_cifar
+
+    d = read_cifar(args.path, sha256=args.sha256)
+    if args.official and not d.official:
+        why = f"sha256 {d.sha256}" if d.sha256 else "a folder has no archive checksum; verify the archive"
+        raise UsageError(f"{d.source}: readable, but not the official archive ({why}); "
+                         f"the official one is at https://www.cs.toronto.edu/~kriz/cifar.html")
+    official = f"official {d.extra['official_name']}" if d.official else "not the official archive"
+    print(f"ok: {d.source}: {d.name}, {len(d.x_train)} train + {len(d.x_test)} test images, "
+          f"{d.num_classes} classes, {official}")
+    return 0
+
+
+def _add_data_command(sub) -> None:
+    from vggcifar.data import DATASETS
+
+    p = sub.add_parser("data", help="inspect and verify CIFAR data")
+    actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    info = actions.add_parser("info", help="source, counts per class, hashes, official or not")
+    info.add_argument("path", nargs="?", metavar="PATH", help="archive or folder (default: the keras cache)")
+    info.add_argument("--dataset", choices=DATASETS, default="cifar10", help="without PATH (default: cifar10)")
+    info.set_defaults(func=_cmd_data_info)
+    verify = actions.add_parser("verify", help="check an archive or folder fully; exit 0, or 2 with the reason")
+    verify.add_argument("path", metavar="PATH")
+    verify.add_argument("--official", action="store_true", help="also require the official archive's bytes")
+    verify.add_argument("--sha256", metavar="HEX", help="also require this sha256 of the archive")
+    verify.set_defaults(func=_cmd_data_verify)
+
+
+def load_data_from_args(data: str | None, dataset: str | None, limit_train=None, limit_test=None,
+                        url=None, sha256=None):
+    from vggcifar.data import load_dataset
+
+    loaded = load_dataset(data, dataset or "cifar10", synthetic_train=limit_train or 50000,
+                          synthetic_test=limit_test or 10000, url=url, sha256=sha256)
     return loaded.limit(limit_train, limit_test)
 
 
@@ -153,11 +230,12 @@ def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
     else:
         config = _train_config(args)
         milestones = milestones_arg or [config.epochs]
-        data_args = {"data": args.data, "dataset": args.dataset}
+        data_args = {"data": args.data, "dataset": args.dataset, "url": args.data_url, "sha256": args.data_sha256}
     if config.epochs < milestones[-1]:
         raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
     run_dir = args.run_dir or _default_run_dir(config.recipe)
-    data = load_data_from_args(data_args.get("data"), data_args.get("dataset"), config.limit_train, config.limit_test)
+    data = load_data_from_args(data_args.get("data"), data_args.get("dataset"), config.limit_train,
+                               config.limit_test, url=data_args.get("url"), sha256=data_args.get("sha256"))
     print(f"run folder: {run_dir}")
     try:
         metrics = R.train_run(config, data, run_dir, milestones=milestones, resume=args.resume,
@@ -218,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-test", type=_positive_int, help="the first N test images only")
     p.add_argument("--out", help="folder for the results (default: RUN_DIR/evaluation or MODEL-evaluation)")
     p.set_defaults(func=_cmd_evaluate)
+
+    _add_data_command(sub)
 
     return parser
 
