@@ -148,6 +148,25 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
+def batch_indices(perm: np.ndarray, step: int, batch_size: int) -> np.ndarray:
+    """Rows of step ``step`` of an epoch shuffled by ``perm``, sorted so that
+    the gather from the uint8 set reads memory in order (the batch is the same
+    set of images, and the step's mean loss does not depend on their order)."""
+    return np.sort(perm[step * batch_size:(step + 1) * batch_size])
+
+
+def train_batch(train_model: keras.Model, x: np.ndarray, y: np.ndarray, idx: np.ndarray,
+                num_classes: int) -> dict:
+    """One optimizer step on images ``x[idx]``: the training path's only step.
+
+    The batch is gathered as uint8 (3 KiB an image, nothing else is copied);
+    the model scales it to float32 itself. Returns the step's logs as floats
+    (reading them waits for the step to finish, on any device).
+    """
+    logs = train_model.train_on_batch(x[idx], one_hot(y[idx], num_classes), return_dict=True)
+    return {k: float(v) for k, v in logs.items()}
+
+
 def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
     """Softmax outputs, batch by batch (the uint8 set is never copied whole)."""
     out = []
@@ -311,13 +330,11 @@ def fit(
             if verbose:
                 log(f"Epoch {epoch + 1}/{config.epochs}")
             for step in range(state.step_in_epoch, steps_per_epoch):
-                idx = np.sort(perm[step * config.batch_size:(step + 1) * config.batch_size])
-                xb = x_train[idx]
-                yb = y_train[idx]
+                idx = batch_indices(perm, step, config.batch_size)
                 t0 = time.perf_counter()
-                logs = train_model.train_on_batch(xb, one_hot(yb, data.num_classes), return_dict=True)
+                logs = train_batch(train_model, x_train, y_train, idx, data.num_classes)
                 dt = time.perf_counter() - t0
-                loss = float(logs["loss"])
+                loss = logs["loss"]
                 if not math.isfinite(loss):
                     raise TrainingStopped(
                         f"the training loss became {loss} at epoch {epoch + 1}, step {step + 1} "
