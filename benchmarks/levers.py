@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     for text in args.variants:
         name, values = parse_variant(text)
         threads = values.pop("threads", None)
-        config = make_config("spec", batch_size=args.batch_size, width=args.width, **values)
+        config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width, **values})
         _, train_model = T.build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size))
         runs.append({"name": name, "config": config, "threads": threads, "model": train_model,
                      "perm": T.epoch_permutation(config.seed, 0, len(x)), "step": 0, "rates": [], "cpu": []})

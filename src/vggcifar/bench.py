@@ -23,6 +23,7 @@ through the backend's own library, on the device the model runs on.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import resource
 import statistics
@@ -115,18 +116,15 @@ def _sync(tensor) -> None:
     keras.ops.convert_to_numpy(keras.ops.ravel(tensor)[:1])
 
 
-def matmul_peak_gflops(max_n: int = 8192, min_seconds: float = 0.05, repeats: int = 5) -> dict:
-    """The best fp32 GFLOP/s of an n x n matrix product through the backend's
-    own matmul on the default device; n grows until one product takes at
-    least ``min_seconds`` (large enough to be compute-bound) or reaches max_n."""
+def _best_matmul(matmul, to_tensor, sync, max_n: int, min_seconds: float, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     n = 512
     while True:
-        a = keras.ops.convert_to_tensor(rng.standard_normal((n, n), np.float32))
-        b = keras.ops.convert_to_tensor(rng.standard_normal((n, n), np.float32))
-        _sync(keras.ops.matmul(a, b))  # warm-up
+        a = to_tensor(rng.standard_normal((n, n), np.float32))
+        b = to_tensor(rng.standard_normal((n, n), np.float32))
+        sync(matmul(a, b))  # warm-up: threads, allocator, library dispatch
         t0 = time.perf_counter()
-        _sync(keras.ops.matmul(a, b))
+        sync(matmul(a, b))
         dt = time.perf_counter() - t0
         if dt >= min_seconds or n >= max_n:
             break
@@ -134,10 +132,29 @@ def matmul_peak_gflops(max_n: int = 8192, min_seconds: float = 0.05, repeats: in
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        _sync(keras.ops.matmul(a, b))
+        sync(matmul(a, b))
         times.append(time.perf_counter() - t0)
-    return {"gflops": 2 * n**3 / min(times) / 1e9, "n": n,
-            "median_gflops": 2 * n**3 / statistics.median(times) / 1e9}
+    return {"gflops": 2 * n**3 / min(times) / 1e9, "median_gflops": 2 * n**3 / statistics.median(times) / 1e9,
+            "n": n}
+
+
+def matmul_peak_gflops(max_n: int = 8192, min_seconds: float = 0.1, repeats: int = 5, numpy: bool = True) -> dict:
+    """The machine's fp32 peak, as the best GFLOP/s of square float32 matrix
+    products; n doubles until one product takes ``min_seconds`` (compute-bound)
+    or reaches ``max_n``.
+
+    Measured through the backend's own matmul on its default device, and, when
+    ``numpy`` (for a CPU), through NumPy's BLAS as well: the peak is the
+    better of the two, since a backend's BLAS need not be the best this CPU
+    runs (MKL's on AMD, say).
+    """
+    found = {"backend": _best_matmul(keras.ops.matmul, keras.ops.convert_to_tensor, _sync,
+                                     max_n, min_seconds, repeats)}
+    if numpy:
+        found["numpy"] = _best_matmul(np.matmul, np.asarray, lambda c: None, max_n, min_seconds, repeats)
+    best = max(found, key=lambda k: found[k]["gflops"])
+    return {"gflops": found[best]["gflops"], "n": found[best]["n"], "source": best,
+            **{f"{k}_gflops": v["gflops"] for k, v in found.items()}}
 
 
 def peak_rss_mib() -> float:
@@ -176,14 +193,17 @@ def measure_training(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
     for _ in range(plan.warmup_steps):
         one_step()
     warmup_seconds = time.perf_counter() - t0
-    rates = []
+    rates, busy = [], []
     for _ in range(plan.windows):
         images = 0
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(plan.steps_per_window):
             images += one_step()
-        rates.append(images / (time.perf_counter() - t0))
+        dt = time.perf_counter() - t0
+        rates.append(images / dt)
+        busy.append((time.process_time() - c0) / dt)
     return {"model": model, "train_model": train_model, "images_per_second": spread(rates),
+            "cpu_seconds_per_second": statistics.median(busy),
             "build_seconds": build_seconds, "warmup_seconds": warmup_seconds}
 
 
@@ -296,11 +316,12 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
     train_rss = peak_rss_mib()
     forward = flops(model)
     per_train_image = TRAIN_FORWARD_PASSES * forward
-    peak = matmul_peak_gflops()
+    env = environment()
+    peak = matmul_peak_gflops(numpy=env["device"].get("kind") == "cpu")
     train_ips = train["images_per_second"]["median"]
     achieved = train_ips * per_train_image / 1e9
     result = {
-        **environment(),
+        **env,
         "model": config.model,
         "width": config.width,
         "padding": config.padding,
@@ -321,6 +342,12 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
         "predict_achieved_gflops": predict["images_per_second"]["median"] * forward / 1e9,
         "peak_gflops": peak["gflops"],
         "peak_matmul_n": peak["n"],
+        "peak_source": peak["source"],
+        "peak_gflops_by_source": {k[:-7]: v for k, v in peak.items() if k.endswith("_gflops")},
+        # CPU seconds the process used per second of a training window: near
+        # the thread count when it had the cores to itself, far less when the
+        # machine was busy with other work (the figures are then low).
+        "train_cpu_seconds_per_second": train["cpu_seconds_per_second"],
         "fraction_of_peak": achieved / peak["gflops"],
         "epoch_seconds_50k": 50000 / train_ips,
         "train_peak_rss_mib": train_rss,
@@ -366,8 +393,10 @@ def format_report(r: dict) -> str:
     lines += [
         f"work       {r['forward_gflop_per_image']:.3f} GFLOP forward, {r['train_gflop_per_image']:.3f} "
         f"per trained image: {r['achieved_gflops']:.1f} GFLOP/s achieved",
-        f"peak       {r['peak_gflops']:.1f} GFLOP/s fp32 matmul (n={r['peak_matmul_n']}): "
+        f"peak       {r['peak_gflops']:.1f} GFLOP/s fp32 matmul ({r['peak_source']}, n={r['peak_matmul_n']}): "
         f"{100 * r['fraction_of_peak']:.0f}% of it",
+        f"cpu        {r['train_cpu_seconds_per_second']:.2f} CPU seconds per second while training, "
+        f"of {os.cpu_count()} cores (far fewer: the machine was busy, the figures are low)",
         f"epoch      {r['epoch_seconds_50k'] / 60:.1f} min for 50,000 images at this speed "
         "(evaluation not included)",
         f"memory     peak RSS {r['train_peak_rss_mib']:.0f} MiB for our path "
