@@ -238,12 +238,21 @@ class _StepTimes(keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
+def baseline_model(config, num_classes: int) -> keras.Model:
+    """The spec's model as the spec builds it: ZeroPadding2D + valid convs,
+    channels-last, float32 input already scaled (no Rescaling layer)."""
+    from vggcifar.model import build_vgg
+
+    return build_vgg(config.model, num_classes=num_classes, width=config.width, dense_units=config.dense_units,
+                     dropout=config.dropout, batch_norm=config.batch_norm, padding="explicit",
+                     data_format="channels_last")
+
+
 def measure_baseline(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
     """The spec's plain usage: float32 images scaled up front, the
     ZeroPadding2D model, one ``model.fit`` call with its defaults (shuffle,
     its own data adapter), the same optimizer and batch size as ours."""
     from vggcifar import train as T
-    from vggcifar.model import build_vgg
 
     steps = plan.warmup_steps + plan.timed_steps
     bs = config.batch_size
@@ -252,9 +261,7 @@ def measure_baseline(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
     idx = np.arange(steps * bs) % len(x) if reps > 1 else np.arange(steps * bs)
     x_float = x[idx].astype("float32") / 255  # the spec: x_train.astype('float32'); x_train /= 255
     y_onehot = keras.utils.to_categorical(y[idx], num_classes)
-    model = build_vgg(config.model, num_classes=num_classes, width=config.width, dense_units=config.dense_units,
-                      dropout=config.dropout, batch_norm=config.batch_norm, padding="explicit",
-                      data_format="channels_last")
+    model = baseline_model(config, num_classes)
     model.compile(optimizer=T.make_optimizer(config, steps), loss="categorical_crossentropy",
                   metrics=["accuracy"])
     timer = _StepTimes()
@@ -306,6 +313,7 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
     ``peak_rss_mib`` is the whole process's, baseline included.
     """
     from vggcifar.data import load_synthetic
+    from vggcifar.train import resolve_data_format
 
     started = time.perf_counter()
     data = load_synthetic(train=images, test=1, seed=seed)
@@ -324,8 +332,9 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
         **env,
         "model": config.model,
         "width": config.width,
+        "dense_units": config.dense_units,
         "padding": config.padding,
-        "data_format": config.data_format,
+        "data_format": resolve_data_format(config.data_format),
         "batch_size": config.batch_size,
         "images": images,
         "plan": {"warmup_steps": plan.warmup_steps, "windows": plan.windows,

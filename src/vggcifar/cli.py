@@ -179,8 +179,10 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--batch-size", type=_positive_int, help="images per step (default: the recipe's)")
     p.add_argument("--model", choices=sorted(CONFIGS), help="VGG depth (default: the recipe's)")
     p.add_argument("--width", type=float, help="conv filter multiplier, for tiny test runs (default: the recipe's)")
+    p.add_argument("--dense-units", type=_positive_int, help="width of the hidden dense layers (default: the recipe's)")
     p.add_argument("--padding", choices=PADDINGS, help="padding style to time (default: the recipe's)")
-    p.add_argument("--data-format", choices=DATA_FORMATS, help="conv layout to time (default: the recipe's)")
+    p.add_argument("--data-format", choices=("auto", *DATA_FORMATS),
+                   help="conv layout to time (default: the recipe's, 'auto': the backend's faster one)")
     p.add_argument("--images", type=_positive_int, default=None,
                    help="synthetic training images held in memory (default: 50000, --quick 5000)")
     p.add_argument("--windows", type=_positive_int, help="timed windows (default: 7, --quick 5)")
@@ -206,7 +208,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     config = make_config(args.recipe, batch_size=args.batch_size, model=args.model, width=args.width,
-                         padding=args.padding, data_format=args.data_format)
+                         dense_units=args.dense_units, padding=args.padding, data_format=args.data_format)
     plan = bench.QUICK if args.quick else bench.FULL
     plan = dataclasses.replace(plan, baseline=not args.no_baseline,
                                windows=args.windows or plan.windows,
