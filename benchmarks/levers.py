@@ -11,7 +11,7 @@ each variant's median images/s, min and max, and its ratio to the first.
         same-cf:padding=same,data_format=channels_first
 
 A value ``threads=N`` sets torch's intra-op threads for that variant's steps
-(torch backend only).
+(torch backend only); ``jit_compile=1`` compiles the training step.
 """
 
 from __future__ import annotations
@@ -67,8 +67,12 @@ def main(argv=None) -> int:
     for text in args.variants:
         name, values = parse_variant(text)
         threads = values.pop("threads", None)
+        jit = bool(values.pop("jit_compile", 0))
         config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width, **values})
         _, train_model = T.build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size))
+        if jit:  # the same step, compiled (torch.compile on torch, XLA on tensorflow and jax)
+            train_model.compile(optimizer=train_model.optimizer, loss=train_model.loss, metrics=["accuracy"],
+                                jit_compile=True)
         runs.append({"name": name, "config": config, "threads": threads, "model": train_model,
                      "perm": T.epoch_permutation(config.seed, 0, len(x)), "step": 0, "rates": [], "cpu": []})
 
