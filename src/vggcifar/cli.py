@@ -264,6 +264,64 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- #
+# vggcifar bench
+# --------------------------------------------------------------------------- #
+def _add_bench_parser(sub) -> None:
+    from vggcifar.config import RECIPES
+    from vggcifar.model import CONFIGS, DATA_FORMATS, PADDINGS
+
+    p = sub.add_parser("bench", help="training and inference speed against the spec's plain usage, "
+                       "in images/s and as a share of this machine's measured peak")
+    p.add_argument("--quick", action="store_true", help="fewer, shorter windows (about 1-2 minutes on 2 CPU cores)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    p.add_argument("--recipe", default="spec", help=f"training recipe: {', '.join(RECIPES)} (default: spec)")
+    p.add_argument("--batch-size", type=_positive_int, help="images per step (default: the recipe's)")
+    p.add_argument("--model", choices=sorted(CONFIGS), help="VGG depth (default: the recipe's)")
+    p.add_argument("--width", type=float, help="conv filter multiplier, for tiny test runs (default: the recipe's)")
+    p.add_argument("--dense-units", type=_positive_int, help="width of the hidden dense layers (default: the recipe's)")
+    p.add_argument("--padding", choices=PADDINGS, help="padding style to time (default: the recipe's)")
+    p.add_argument("--data-format", choices=("auto", *DATA_FORMATS),
+                   help="conv layout to time (default: the recipe's, 'auto': the backend's faster one)")
+    p.add_argument("--images", type=_positive_int, default=None,
+                   help="synthetic training images held in memory (default: 50000, --quick 5000)")
+    p.add_argument("--windows", type=_positive_int, help="timed windows (default: 7, --quick 5)")
+    p.add_argument("--steps-per-window", type=_positive_int, help="training steps per window (default: 6, --quick 2)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the spec's plain model.fit")
+    p.add_argument("--threads", type=_positive_int, help="torch backend: intra-op threads (default: torch's)")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    import keras
+
+    from vggcifar import bench
+    from vggcifar.config import make_config
+
+    if args.threads is not None:
+        if keras.backend.backend() != "torch":
+            raise UsageError(f"--threads is for the torch backend; this one is {keras.backend.backend()}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    config = make_config(args.recipe, batch_size=args.batch_size, model=args.model, width=args.width,
+                         dense_units=args.dense_units, padding=args.padding, data_format=args.data_format)
+    plan = bench.QUICK if args.quick else bench.FULL
+    plan = dataclasses.replace(plan, baseline=not args.no_baseline,
+                               windows=args.windows or plan.windows,
+                               steps_per_window=args.steps_per_window or plan.steps_per_window)
+    images = args.images or (5000 if args.quick else 50000)
+    result = bench.run_benchmark(config, images=images, plan=plan)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        sys.stdout.write(bench.format_report(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vggcifar import __version__
 
@@ -298,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     _add_data_command(sub)
-
+    _add_bench_parser(sub)
     return parser
 
 

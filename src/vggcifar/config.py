@@ -20,8 +20,15 @@ class TrainConfig:
     width: float = 1.0  # conv filter multiplier; 1.0 is the paper's network
     batch_norm: bool = False
     bn_momentum: float = 0.99  # Keras' BatchNormalization default
-    padding: str = "explicit"  # spec: ZeroPadding2D((1, 1)) + valid conv
-    data_format: str = "channels_last"
+    # Conv2D(padding="same"): the spec's ZeroPadding2D((1, 1)) + valid conv as
+    # one layer, the same function with the same weights (bit-identical
+    # outputs), 1.1-1.4x faster to train on every backend (docs/performance.md).
+    # `vggcifar summary` still draws the spec's explicit layers.
+    padding: str = "same"
+    # "auto": the faster conv layout for the backend (vggcifar.train.DATA_FORMATS_BY_BACKEND).
+    # For 32x32 images the layout changes neither the weights nor the function:
+    # kernels are stored alike and the last feature map is 1x1 before Flatten.
+    data_format: str = "auto"
     dense_units: int = 4096
     dropout: float = 0.5
     kernel_initializer: str = "glorot_uniform"  # Keras' default, as in the spec
@@ -205,6 +212,8 @@ def validate(c: TrainConfig) -> None:
 
     need(c.model in CONFIGS, "model", f"in {tuple(CONFIGS)}")
     need(c.width > 0, "width", "to be > 0")
+    need(c.data_format in ("auto", "channels_last", "channels_first"), "data_format",
+         "in ('auto', 'channels_last', 'channels_first')")
     need(c.epochs >= 1, "epochs", "to be >= 1")
     need(c.batch_size >= 1, "batch_size", "to be >= 1")
     need(c.lr > 0, "lr", "to be > 0")

@@ -1,0 +1,135 @@
+"""Speed levers of the training path, timed against each other in one process.
+
+Each variant is the training path (``vggcifar.bench.measure_training``'s
+step: build_training, batch_indices, train_batch) with some config values
+changed. The variants' timed windows are interleaved (A B C A B C ...), so
+that a slow patch of a shared machine hits all of them alike; the table gives
+each variant's median images/s, min and max, and its ratio to the first.
+
+    PYTHONPATH=src python benchmarks/levers.py --batch-size 64 \\
+        explicit:padding=explicit same:padding=same \\
+        same-cf:padding=same,data_format=channels_first
+
+A value ``threads=N`` sets torch's intra-op threads for that variant's steps
+(torch backend only); ``jit_compile=1`` compiles the training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import time
+
+import numpy as np
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    name, _, spec = text.partition(":")
+    values = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        values[key] = value
+    return name, values
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("variants", nargs="+", help="NAME:key=value,key=value (config overrides, threads=N)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--images", type=int, default=5000)
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
+    p.add_argument("--windows", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3, help="steps per window")
+    p.add_argument("--width", type=float, default=None)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+
+    import vggcifar  # noqa: F401  (names the default backend before keras loads)
+    import keras
+
+    from vggcifar import bench
+    from vggcifar import train as T
+    from vggcifar.config import make_config
+    from vggcifar.data import load_synthetic
+
+    data = load_synthetic(train=args.images, test=1)
+    x, y = data.x_train, data.y_train
+    runs = []
+    for text in args.variants:
+        name, values = parse_variant(text)
+        threads = values.pop("threads", None)
+        jit = bool(values.pop("jit_compile", 0))
+        config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width, **values})
+        _, train_model = T.build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size))
+        if jit:  # the same step, compiled (torch.compile on torch, XLA on tensorflow and jax)
+            train_model.compile(optimizer=train_model.optimizer, loss=train_model.loss, metrics=["accuracy"],
+                                jit_compile=True)
+        runs.append({"name": name, "config": config, "threads": threads, "model": train_model,
+                     "perm": T.epoch_permutation(config.seed, 0, len(x)), "step": 0, "rates": [], "cpu": []})
+
+    def steps(run, k):
+        if run["threads"] is not None:
+            import torch
+
+            torch.set_num_threads(run["threads"])
+        bs = run["config"].batch_size
+        spe = len(x) // bs
+        images = 0
+        for _ in range(k):
+            idx = T.batch_indices(run["perm"], run["step"] % spe, bs)
+            T.train_batch(run["model"], x, y, idx, data.num_classes)
+            run["step"] += 1
+            images += len(idx)
+        return images
+
+    default_threads = None
+    if keras.backend.backend() == "torch":
+        import torch
+
+        default_threads = torch.get_num_threads()
+    for run in runs:
+        steps(run, args.warmup)
+    for _ in range(args.windows):
+        for run in runs:
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.perf_counter()
+            images = steps(run, args.steps)
+            dt = time.perf_counter() - t0
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            run["rates"].append(images / dt)
+            run["cpu"].append((r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / dt)
+            if default_threads is not None:
+                torch.set_num_threads(default_threads)
+    env = bench.environment()
+    first = statistics.median(runs[0]["rates"])
+    rows = []
+    for run in runs:
+        s = bench.spread(run["rates"])
+        rows.append({"variant": run["name"], **s, "ratio": s["median"] / first,
+                     "cpu_per_wall": statistics.median(run["cpu"])})
+    if args.json:
+        print(json.dumps({"environment": env, "batch_size": args.batch_size, "rows": rows}))
+        return 0
+    dev = env["device"]
+    print(f"backend {env['backend']} on {dev.get('name')}, batch {args.batch_size}, "
+          f"{args.windows} interleaved windows of {args.steps} steps; "
+          + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
+    print(f"{'variant':24} {'img/s':>7} {'min':>7} {'max':>7} {'ratio':>6} {'cpu/wall':>8}")
+    for r in rows:
+        print(f"{r['variant']:24} {r['median']:7.1f} {r['min']:7.1f} {r['max']:7.1f} {r['ratio']:6.2f} "
+              f"{r['cpu_per_wall']:8.2f}")
+    print(f"peak RSS of the process {bench.peak_rss_mib():.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
