@@ -429,6 +429,10 @@ def fit(
             state.seen = 0
             save_checkpoint(run_dir, train_model, state)
             last_ckpt = time.monotonic()
+            eta = state.train_seconds / state.epoch * (config.epochs - state.epoch)
+            log(f"epoch {state.epoch}/{config.epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}"
+                + (f", val_accuracy {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "")
+                + f"; trained {_format_hms(state.train_seconds)}, ETA {_format_hms(eta)} of training")
             if on_epoch_end is not None:
                 on_epoch_end(EpochEnd(epoch + 1, model, state, val_probs))
             stop = signals.received is not None or (max_steps is not None and steps_this_call >= max_steps)
