@@ -74,13 +74,13 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="expected sha256 of the archive (env: VGGCIFAR_CIFAR10_SHA256, VGGCIFAR_CIFAR100_SHA256)")
 
 
-def load_data(args: argparse.Namespace, *, synthetic_train: int = 50000, synthetic_test: int = 10000,
+def load_data(args: argparse.Namespace, *, synthetic_train: int | None = None, synthetic_test: int | None = None,
               seed: int = 0, download: bool = True):
     """The dataset that ``add_data_options``' arguments name, as ``CifarData``."""
     from vggcifar.data import load_dataset
 
     return load_dataset(
-        args.data, args.dataset or "cifar10", synthetic_train=synthetic_train, synthetic_test=synthetic_test, seed=seed,
+        args.data, args.dataset, synthetic_train=synthetic_train, synthetic_test=synthetic_test, seed=seed,
         url=getattr(args, "data_url", None), sha256=getattr(args, "data_sha256", None), download=download,
     )
 
@@ -141,15 +141,6 @@ def _add_data_command(sub) -> None:
     verify.add_argument("--official", action="store_true", help="also require the official archive's bytes")
     verify.add_argument("--sha256", metavar="HEX", help="also require this sha256 of the archive")
     verify.set_defaults(func=_cmd_data_verify)
-
-
-def load_data_from_args(data: str | None, dataset: str | None, limit_train=None, limit_test=None,
-                        url=None, sha256=None):
-    from vggcifar.data import load_dataset
-
-    loaded = load_dataset(data, dataset or "cifar10", synthetic_train=limit_train or 50000,
-                          synthetic_test=limit_test or 10000, url=url, sha256=sha256)
-    return loaded.limit(limit_train, limit_test)
 
 
 def _milestones(text: str) -> list[int]:
@@ -234,8 +225,10 @@ def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
     if config.epochs < milestones[-1]:
         raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
     run_dir = args.run_dir or _default_run_dir(config.recipe)
-    data = load_data_from_args(data_args.get("data"), data_args.get("dataset"), config.limit_train,
-                               config.limit_test, url=data_args.get("url"), sha256=data_args.get("sha256"))
+    from vggcifar.data import load_dataset
+
+    data = load_dataset(data_args.get("data"), data_args.get("dataset"), limit_train=config.limit_train,
+                        limit_test=config.limit_test, url=data_args.get("url"), sha256=data_args.get("sha256"))
     print(f"run folder: {run_dir}")
     try:
         metrics = R.train_run(config, data, run_dir, milestones=milestones, resume=args.resume,

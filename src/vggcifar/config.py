@@ -74,6 +74,22 @@ SCHEDULES = ("inverse_time", "constant", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 AUGMENTATIONS = ("crop", "flip", "cutout")
 
+#: What the learning recipes share: SGD with Nesterov momentum, linear
+#: warm-up then cosine, label smoothing, crop + flip, a held-out validation
+#: split (the test set is kept for the reports), bfloat16 where a GPU has it.
+_LEARNING = {
+    "momentum": 0.9,
+    "nesterov": True,
+    "schedule": "cosine",
+    "warmup_epochs": 2.0,
+    "label_smoothing": 0.1,
+    "augment": ("crop", "flip"),
+    "val_split": 5000,
+    "validate_on_test": False,
+    "precision": "auto",
+    "epochs": 60,
+}
+
 #: Each recipe: what it changes from the defaults above.
 RECIPES: dict[str, dict] = {
     # The seed document exactly: SGD(lr, decay=1e-6, nesterov=True) with old
@@ -82,23 +98,15 @@ RECIPES: dict[str, dict] = {
     # The spec's network unchanged (no batch norm, 4096-4096 head), made to
     # learn: He init, momentum, weight decay, crop + flip, warm-up then cosine.
     "spec-he": {
+        **_LEARNING,
         "kernel_initializer": "he_normal",
         "batch_size": 128,
         "lr": 0.02,
-        "momentum": 0.9,
-        "nesterov": True,
-        "schedule": "cosine",
-        "warmup_epochs": 2.0,
         "weight_decay": 5e-4,
-        "label_smoothing": 0.1,
-        "augment": ("crop", "flip"),
-        "val_split": 5000,
-        "validate_on_test": False,
-        "precision": "auto",
-        "epochs": 60,
     },
     # VGG-16 with batch norm after every conv and a 512-512 head.
     "vgg16-bn": {
+        **_LEARNING,
         "batch_norm": True,
         "bn_momentum": 0.9,
         "kernel_initializer": "he_normal",
@@ -106,17 +114,7 @@ RECIPES: dict[str, dict] = {
         "dense_units": 512,
         "batch_size": 256,
         "lr": 0.1,
-        "momentum": 0.9,
-        "nesterov": True,
-        "schedule": "cosine",
-        "warmup_epochs": 2.0,
         "weight_decay": 5e-3,
-        "label_smoothing": 0.1,
-        "augment": ("crop", "flip"),
-        "val_split": 5000,
-        "validate_on_test": False,
-        "precision": "auto",
-        "epochs": 60,
     },
 }
 

@@ -626,15 +626,23 @@ def load_cifar(source: str | os.PathLike | None = None, *, dataset: str | None =
     return read_cifar(found, dataset=dataset, sha256=sha256 if found.is_file() else None)
 
 
-def load_dataset(data: str | os.PathLike | None = None, dataset: str = "cifar10", *,
-                 synthetic_train: int = 50000, synthetic_test: int = 10000, seed: int = 0, **kwargs) -> CifarData:
+def load_dataset(data: str | os.PathLike | None = None, dataset: str | None = "cifar10", *,
+                 synthetic_train: int | None = None, synthetic_test: int | None = None, seed: int = 0,
+                 limit_train: int | None = None, limit_test: int | None = None, **kwargs) -> CifarData:
     """What ``--data PATH`` / ``--dataset NAME`` ask for: a local CIFAR path,
-    the synthetic set (of any size), or CIFAR from the cache or a download.
-    ``kwargs`` go to ``load_cifar``."""
+    the synthetic set (of any size), or CIFAR from the cache or a download;
+    then its first ``limit_train`` / ``limit_test`` images. The synthetic set
+    is made at the limited size (default 50,000 + 10,000). ``kwargs`` go to
+    ``load_cifar``."""
+    dataset = dataset or "cifar10"
     if data is not None:
-        return load_cifar(data, **kwargs)
-    if dataset == "synthetic":
-        return load_synthetic(synthetic_train, synthetic_test, seed)
-    if dataset not in DATASETS:
+        loaded = load_cifar(data, **kwargs)
+    elif dataset == "synthetic":
+        loaded = load_synthetic(synthetic_train or limit_train or 50000, synthetic_test or limit_test or 10000, seed)
+    elif dataset not in DATASETS:
         raise ValueError(f"Expected `dataset` in {DATASETS}. Received: dataset={dataset!r}")
-    return load_cifar(None, dataset=dataset, **kwargs)
+    else:
+        loaded = load_cifar(None, dataset=dataset, **kwargs)
+    if limit_train is None and limit_test is None:
+        return loaded
+    return loaded.limit(limit_train, limit_test)

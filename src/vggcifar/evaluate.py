@@ -27,7 +27,7 @@ def load_model(path):
 def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=None):
     """Evaluate ``target`` (a run folder or a .keras file) on the test set;
     returns (metrics, output folder)."""
-    from vggcifar.cli import load_data_from_args
+    from vggcifar.data import load_dataset
     from vggcifar.metrics import summarize
     from vggcifar.run import write_evaluation
     from vggcifar.train import predict_probs
@@ -50,7 +50,7 @@ def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=N
         model_path = target
         out = Path(out_dir) if out_dir else target.with_name(target.stem + "-evaluation")
     model = load_model(model_path)
-    cifar = load_data_from_args(data, dataset, limit_train=1, limit_test=limit_test)
+    cifar = load_dataset(data, dataset, limit_train=1, limit_test=limit_test)
     if model.output_shape[-1] != cifar.num_classes:
         raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but the dataset has "
                          f"{cifar.num_classes} classes; pass the matching --data or --dataset")

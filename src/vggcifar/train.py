@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ import keras
 from vggcifar import fsutil
 from vggcifar.config import TrainConfig
 from vggcifar.data import CifarData
+from vggcifar.metrics import cross_entropy
 from vggcifar.model import build_vgg
+from vggcifar.report import hms
 
 INFERENCE_BATCH = 256  # images per predict step; memory only, not numerics
 KEEP_CHECKPOINTS = 2  # the newest and the one before it, in case the newest is damaged
@@ -256,8 +259,6 @@ def save_checkpoint(run_dir: Path, train_model, state: TrainState) -> Path:
             np.savez(f, **arrays)
         fsutil.write_json(tmp / "state.json", {**state.to_dict(), "variables": len(variables)})
     for old in list_checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
-        import shutil
-
         shutil.rmtree(old, ignore_errors=True)
     return target
 
@@ -328,11 +329,6 @@ class EpochEnd:
     val_probs: np.ndarray | None  # softmax outputs on the validation set
 
 
-def _format_hms(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def fit(
     config: TrainConfig,
     data: CifarData,
@@ -367,6 +363,9 @@ def fit(
 
     last_ckpt = time.monotonic()
     steps_this_call = 0
+    def should_stop() -> bool:
+        return signals.received is not None or (max_steps is not None and steps_this_call >= max_steps)
+
     with _StopSignals() as signals:
         for epoch in range(state.epoch, config.epochs):
             perm = epoch_permutation(config.seed, epoch, n)
@@ -398,11 +397,10 @@ def fit(
                                       ("accuracy", state.correct_sum / state.seen)])
                 if state.global_step == 3 and epoch == 0 and step + 1 < steps_per_epoch:
                     per_step = state.train_seconds / state.global_step
-                    log(f"estimate: {_format_hms(per_step * steps_per_epoch * config.epochs)} of training "
+                    log(f"estimate: {hms(per_step * steps_per_epoch * config.epochs)} of training "
                         f"for {config.epochs} epochs ({per_step * steps_per_epoch:.0f} s an epoch, "
                         "from the first steps; evaluation not included)")
-                stop = signals.received is not None or (max_steps is not None and steps_this_call >= max_steps)
-                if stop and step + 1 < steps_per_epoch:
+                if should_stop() and step + 1 < steps_per_epoch:
                     save_checkpoint(run_dir, train_model, state)
                     _raise_stop(signals, run_dir)
                 if time.monotonic() - last_ckpt > config.checkpoint_minutes * 60 and step + 1 < steps_per_epoch:
@@ -411,8 +409,6 @@ def fit(
 
             # ---- epoch end: validation, history, checkpoint ------------------
             val_probs = predict_probs(model, x_val) if len(x_val) else None
-            from vggcifar.metrics import cross_entropy
-
             row = {
                 "epoch": epoch + 1,
                 "loss": state.loss_sum / state.seen,
@@ -432,11 +428,10 @@ def fit(
             eta = state.train_seconds / state.epoch * (config.epochs - state.epoch)
             log(f"epoch {state.epoch}/{config.epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}"
                 + (f", val_accuracy {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "")
-                + f"; trained {_format_hms(state.train_seconds)}, ETA {_format_hms(eta)} of training")
+                + f"; trained {hms(state.train_seconds)}, ETA {hms(eta)} of training")
             if on_epoch_end is not None:
                 on_epoch_end(EpochEnd(epoch + 1, model, state, val_probs))
-            stop = signals.received is not None or (max_steps is not None and steps_this_call >= max_steps)
-            if stop and state.epoch < config.epochs:
+            if should_stop() and state.epoch < config.epochs:
                 _raise_stop(signals, run_dir)
     return model, state
 
