@@ -30,14 +30,19 @@ How a file becomes an array:
   differs from that scaling by at most 1.
 * Palette, greyscale, 1-bit and CMYK pictures are converted to RGB.
 
-Resizing (``RESAMPLING``): Pillow's BOX filter, i.e. area averaging. When
-shrinking, every output pixel is the mean of the source area it covers, with
-partial pixels weighted by their overlap: no aliasing, no ringing, no values
-overshooting 0..255, and for a whole-number factor it is exactly the block
-mean. Enlarging a picture smaller than 32x32 repeats pixels. The whole
-picture is resized to 32x32 whatever its aspect ratio (nothing is cropped):
-crop a picture to a square around its subject first for the best results,
-as CIFAR's pictures are square.
+Resizing (``RESAMPLING``): area averaging, one method for every picture.
+Each output pixel is the mean of the source area it covers, a source pixel
+that straddles two outputs counting in each by the part it shares: every
+source pixel counts equally, so nothing aliases and no detail is dropped;
+there is no ringing and no value beyond 0..255; for a whole-number factor it
+is exactly the block mean. It is computed in float32 and rounded once.
+(Pillow's BOX filter is not this for fractional factors: it gives each source
+pixel all or none of its weight by where its centre falls, and it rounds
+between its horizontal and vertical passes.) Enlarging a picture smaller than
+32x32 repeats its pixels, blending where an output pixel straddles two. The
+whole picture is resized to 32x32 whatever its aspect ratio (nothing is
+cropped): crop a picture to a square around its subject first for the best
+results, as CIFAR's pictures are square.
 """
 
 from __future__ import annotations
@@ -59,8 +64,9 @@ _READERS = ("PNG", "JPEG")
 MAX_PIXELS = 8192 * 8192
 #: The colour transparent pixels are flattened onto (white).
 BACKGROUND = (255, 255, 255)
-#: The one resampling method, used for every resize (area averaging).
-RESAMPLING = Image.Resampling.BOX
+#: The one resampling method, used for every resize (see the module's notes).
+RESAMPLING = "area"
+_BAND = 512  # picture rows converted to float at a time while resizing
 #: The network's input size (height, width).
 INPUT_SIZE = (32, 32)
 
@@ -101,6 +107,13 @@ def _check_file(path: Path) -> None:
         raise ImageError(f"{path}: is not a regular file; give a PNG or JPEG file")
     if st.st_size == 0:
         raise ImageError(f"{path}: is empty (0 bytes); give a PNG or JPEG file")
+
+
+def _claimed_format(path: Path) -> str:
+    """"PNG" or "JPEG" by the file's signature, for messages about a damaged file."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return "PNG" if head.startswith(_PNG_SIGNATURE) else "JPEG" if head.startswith(_JPEG_SIGNATURE) else "image"
 
 
 def _diagnose_unreadable(path: Path) -> ImageError:
@@ -145,7 +158,7 @@ def _open(path: Path) -> Image.Image:
             raise ImageError(f"{path}: refused before decoding: {_first_line(exc)}; the limit here is "
                              f"{MAX_PIXELS:,} pixels (8192x8192)") from None
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-            raise _corrupt(path, "image", _first_line(exc)) from None
+            raise _corrupt(path, _claimed_format(path), _first_line(exc)) from None
     if im.format not in ALLOWED_FORMATS:  # a reader that answers with another format name
         im.close()
         raise ImageError(f"{path}: is a {im.format} image; only PNG and JPEG are accepted: convert it to PNG")
@@ -199,8 +212,8 @@ def read_image(path) -> np.ndarray:
 
 def to_model_input(images: np.ndarray | Sequence[np.ndarray], size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
     """uint8 RGB pictures ``(H, W, 3)`` (an ``(N, H, W, 3)`` array or a list of
-    any sizes) as one uint8 ``(N, height, width, 3)`` batch, each resized with
-    ``RESAMPLING``. An array already of that size is returned as it is (no
+    any sizes) as one uint8 ``(N, height, width, 3)`` batch, each resized by
+    area averaging (``RESAMPLING``). An array already of that size is returned as it is (no
     copy): CIFAR's 32x32 images pass through unchanged."""
     height, width = size
     if isinstance(images, np.ndarray):
@@ -219,6 +232,28 @@ def to_model_input(images: np.ndarray | Sequence[np.ndarray], size: tuple[int, i
         if image.shape[:2] == (height, width):
             out[i] = image
         else:
-            out[i] = np.asarray(Image.fromarray(image, "RGB").resize((width, height), RESAMPLING))
+            out[i] = _resize(image, width, height)
     return out
 
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in): output pixel i covers source [i * n_in / n_out, (i + 1) *
+    n_in / n_out); each source pixel counts by the length it shares with that
+    span. Rows sum to 1."""
+    scale = n_in / n_out
+    lo = np.arange(n_out)[:, None] * scale
+    j = np.arange(n_in)[None, :]
+    overlap = np.minimum(lo + scale, j + 1) - np.maximum(lo, j)
+    return (np.clip(overlap, 0, None) / scale).astype(np.float32)
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area averaging: rows, then columns, in float32, rounded once. The rows
+    are done in bands so a large picture is never copied whole as floats."""
+    rows = _area_weights(image.shape[0], height)
+    acc = np.zeros((height, image.shape[1], 3), np.float32)
+    for start in range(0, image.shape[0], _BAND):
+        band = image[start:start + _BAND].astype(np.float32)
+        acc += np.tensordot(rows[:, start:start + _BAND], band, axes=(1, 0))
+    out = np.einsum("ow,hwc->hoc", _area_weights(image.shape[1], width), acc)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
