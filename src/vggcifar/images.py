@@ -178,8 +178,8 @@ def _flatten(im: Image.Image) -> Image.Image:
 def _to_rgb(im: Image.Image) -> np.ndarray:
     """A decoded picture of any PNG/JPEG mode as uint8 (H, W, 3)."""
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit greyscale PNG
-        wide = np.asarray(im).astype(np.int64)
-        grey = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        wide = np.clip(np.asarray(im), 0, 65535).astype(np.uint32)  # 65535 * 255 fits in 32 bits
+        grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
         rgb = np.repeat(grey[..., None], 3, axis=-1)
         key = im.info.get("transparency")
         if isinstance(key, int):  # one grey level marked transparent (tRNS)
@@ -213,8 +213,9 @@ def read_image(path) -> np.ndarray:
 def to_model_input(images: np.ndarray | Sequence[np.ndarray], size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
     """uint8 RGB pictures ``(H, W, 3)`` (an ``(N, H, W, 3)`` array or a list of
     any sizes) as one uint8 ``(N, height, width, 3)`` batch, each resized by
-    area averaging (``RESAMPLING``). An array already of that size is returned as it is (no
-    copy): CIFAR's 32x32 images pass through unchanged."""
+    area averaging (``RESAMPLING``). An array already of that size is
+    returned as it is (no copy): CIFAR's 32x32 images pass through unchanged.
+    ``evaluate`` and ``predict`` both prepare their input here."""
     height, width = size
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3:
