@@ -24,13 +24,22 @@ def load_model(path):
         raise ValueError(f"{path}: cannot be loaded safely ({first})") from None
 
 
+def model_probs(model, images, size=None):
+    """Softmax outputs for uint8 RGB ``images``, each first brought to the
+    model's input size by ``images.to_model_input`` (the one resize that
+    ``predict`` uses too; CIFAR's 32x32 arrays pass through unchanged)."""
+    from vggcifar.images import INPUT_SIZE, to_model_input
+    from vggcifar.train import predict_probs
+
+    return predict_probs(model, to_model_input(images, size or INPUT_SIZE))
+
+
 def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=None):
     """Evaluate ``target`` (a run folder or a .keras file) on the test set;
     returns (metrics, output folder)."""
     from vggcifar.data import load_dataset
     from vggcifar.metrics import summarize
     from vggcifar.run import write_evaluation
-    from vggcifar.train import predict_probs
 
     target = Path(target)
     epoch = None
@@ -54,7 +63,7 @@ def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=N
     if model.output_shape[-1] != cifar.num_classes:
         raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but the dataset has "
                          f"{cifar.num_classes} classes; pass the matching --data or --dataset")
-    probs = predict_probs(model, cifar.x_test)
+    probs = model_probs(model, cifar.x_test)
     metrics = {"epoch": epoch, **summarize(probs, cifar.y_test, cifar.class_names),
                "model": str(model_path), "synthetic": cifar.synthetic, "subset": cifar.subset}
     write_evaluation(out, metrics, synthetic=cifar.synthetic)
