@@ -316,9 +316,10 @@ def test_model_with_a_lambda_layer_is_refused(tmp_path, pictures):
     outputs = keras.layers.Dense(10, activation="softmax")(x)
     keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
     Path(marker).unlink()
-    with pytest.raises(ValueError, match="lambda.keras: cannot be loaded safely"):
+    with pytest.raises(ValueError, match="lambda.keras: cannot be loaded safely") as refused:
         predict_files(tmp_path / "lambda.keras", pictures[:1])
     assert not Path(marker).exists()
+    assert "safe_mode" not in str(refused.value)  # no advice to turn the protection off
 
 
 def test_h5_and_non_keras_files_are_refused(tmp_path, model_path, pictures, capsys):

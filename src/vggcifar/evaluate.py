@@ -21,6 +21,8 @@ def load_model(path):
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # Keras' text goes on to suggest turning safe mode off: this command never does.
+        first = first.split(" If you trust", 1)[0].strip()
         raise ValueError(f"{path}: cannot be loaded safely ({first})") from None
 
 
