@@ -41,7 +41,7 @@ def test_python_dash_m_and_default_backend():
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     code = "import vggcifar, keras; print(keras.backend.backend())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "torch"
+    assert out.stdout.strip() == "tensorflow"
     # A user's choice wins over the package default (checked before keras loads:
     # other backends need not be installed here).
     env["KERAS_BACKEND"] = "jax"
@@ -55,6 +55,20 @@ def test_python_dash_m_and_default_backend():
     assert out.stdout.strip() == "None"
 
 
+def test_command_output_holds_no_backend_start_up_lines(tmp_path):
+    # The backend's own start-up lines (TensorFlow writes INFO lines about
+    # oneDNN, CUDA and CPU flags to stderr as it loads) stay out of a
+    # command's output: an error is one line, and a success prints nothing there.
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    ok = subprocess.run([sys.executable, "-m", "vggcifar", "summary", "--model", "vgg11"],
+                        env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stderr == "" and "WEIGHTS(N)" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "vggcifar", "evaluate", str(tmp_path / "none.keras")],
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("vggcifar: error: ") and len(bad.stderr.splitlines()) == 1, bad.stderr
+
+
 def test_default_backend_is_pinned_in_pyproject():
     import tomllib
     from pathlib import Path
@@ -64,3 +78,28 @@ def test_default_backend_is_pinned_in_pyproject():
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     deps = pyproject["project"]["dependencies"]
     assert any(d.replace(" ", "").startswith(f"{vggcifar.DEFAULT_BACKEND}==") for d in deps)
+
+
+def test_backend_log_filter_drops_only_start_up_chatter():
+    # Written straight to descriptor 2, as the backend's C++ code does; the
+    # progress line (carriage return, no newline) must pass at once, unheld.
+    code = r"""
+import os, sys
+from vggcifar.quietlog import BackendLogFilter
+with BackendLogFilter():
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+    os.write(2, b"I0000 00:00:1795659365.641135   20131 port.cc:153] oneDNN custom operations are on.\n")
+    os.write(2, b"E0000 00:00:1795659371.716460   20131 cuda_platform.cc:52] failed call to cuInit: UNKNOWN\n")
+    os.write(2, b"E0000 00:00:1795659371.716460   20131 allocator.cc:1] out of memory\n")
+    os.write(2, b"Epoch 1/3 step 5\r")
+    os.write(2, b"I0")
+    os.write(2, b"000 00:00:17.1 7 x.cc:1] split\n")
+    sys.stderr.write("vggcifar: error: kept\n")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "VGGCIFAR_BACKEND_LOG"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    assert out.stderr == (b"E0000 00:00:1795659371.716460   20131 allocator.cc:1] out of memory\n"
+                          b"Epoch 1/3 step 5\rvggcifar: error: kept\n")
+    env["VGGCIFAR_BACKEND_LOG"] = "1"  # everything, for debugging the backend
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    assert out.stderr.count(b"\n") == 6 and b"oneDNN" in out.stderr and b"cuInit" in out.stderr

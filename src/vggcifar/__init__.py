@@ -12,10 +12,13 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-#: Chosen by measurement on a 2-core CPU (spec network, batch 128, steady-state
-#: training): torch 35-38 img/s, tensorflow 18 with its defaults, jax ~6.
-#: The backend's package is pinned in pyproject.toml's dependencies.
-DEFAULT_BACKEND = "torch"
+#: Chosen by measurement (docs/performance.md, "Which backend"): on a 2-core
+#: CPU, the spec network trains 1.1-1.33x faster on TensorFlow 2.21 (oneDNN)
+#: than on torch 2.13 at batch 128-32, predicts 1.5x faster, in ~10% less
+#: memory; jax (XLA on CPU) is 5x slower. On a GPU, Keras compiles
+#: TensorFlow's step with XLA. The backend's package is pinned in
+#: pyproject.toml's dependencies; torch and jax are optional extras.
+DEFAULT_BACKEND = "tensorflow"
 
 if "keras" not in _sys.modules:
     _os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
