@@ -507,3 +507,40 @@ def test_hostile_archive_writes_nothing_anywhere(tmp_path):
     with pytest.raises(DataError, match="outside the archive|link"):
         load_cifar(path)
     assert snapshot(tmp_path) == before and list(outside.iterdir()) == []
+
+
+def test_model_file_with_code_is_refused_and_never_runs(tmp_path):
+    from vggcifar.evaluate import load_model
+
+    marker = tmp_path / "ran"
+    inputs = keras.Input((32, 32, 3))
+    code = eval(f"lambda x: x if open({str(marker)!r}, 'w').close() is None else x")  # noqa: S307
+    outputs = keras.layers.Lambda(code)(inputs)
+    path = tmp_path / "hostile.keras"
+    keras.Model(inputs, outputs).save(path)
+    marker.unlink()  # building the model ran the lambda once; loading must not run it again
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        load_model(path)
+    assert not marker.exists()
+    # The payload is real: without safe mode, loading runs the file's code.
+    keras.saving.load_model(path, safe_mode=False)
+    assert marker.exists()
+
+
+# --------------------------------------------------------------------------- #
+# a model that has not learned is called so
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("dominant,collapsed", [(18, True), (17, False)])
+def test_collapse_is_detected_at_ninety_percent(dominant, collapsed):
+    from vggcifar.metrics import summarize
+    from vggcifar.report import collapse_message
+
+    names = [f"c{i}" for i in range(10)]
+    pred = np.array([3] * dominant + list(range(20 - dominant)))  # 20 images, `dominant` of them called c3
+    probs = np.eye(10, dtype=np.float32)[pred] * 0.9 + 0.01
+    metrics = summarize(probs, np.arange(20) % 10, names)
+    if collapsed:
+        assert metrics["collapse"] == {"class": 3, "share": dominant / 20, "class_name": "c3"}
+        assert "'c3', for 90.0% of the test images" in collapse_message(metrics)
+    else:
+        assert metrics["collapse"] is None and collapse_message(metrics) is None
