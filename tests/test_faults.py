@@ -344,6 +344,17 @@ def test_atomic_writes_on_a_full_disk(tmp_path, monkeypatch, when):
     assert snapshot(tmp_path) == before and temp_names(tmp_path) == []
 
 
+def test_stale_temps_are_removed_at_every_depth(tmp_path):
+    keep = [tmp_path / "metrics.json", tmp_path / "epochs-001" / "model.keras", tmp_path / ".hidden"]
+    stale = [tmp_path / ".metrics.json.ab12.tmp", tmp_path / "epochs-001" / ".model.keras.cd34.tmp.keras",
+             tmp_path / "checkpoints" / ".ckpt-000000003.ef56.tmp" / "variables.npz"]
+    for p in keep + stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    fsutil.remove_stale_temps(tmp_path)
+    assert temp_names(tmp_path) == [] and all(p.exists() for p in keep)
+
+
 # --------------------------------------------------------------------------- #
 # 3. non-finite weights behind a finite loss
 # --------------------------------------------------------------------------- #

@@ -103,11 +103,14 @@ def atomic_dir(target):
 
 
 def remove_stale_temps(folder) -> None:
-    """Temp files and folders left by a killed process."""
+    """Temp files and folders left by a killed process, in ``folder`` and
+    every folder below it (a run's milestone folders included)."""
     folder = Path(folder)
     if not folder.is_dir():
         return
-    for p in folder.glob(".*.tmp*"):
+    for p in sorted(folder.rglob(".*.tmp*"), key=lambda p: len(p.parts)):
+        if not p.exists():  # inside a temp folder removed just before
+            continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
