@@ -394,6 +394,12 @@ def _main(argv: list[str] | None) -> int:
         return args.func(args)
     except (UsageError, ValueError, OSError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        from vggcifar.fsutil import is_disk_full
+
+        if is_disk_full(exc):
+            message = (f"no space left on device while writing {exc.filename or 'a file'}; the files "
+                       "written before are intact: free some space and run the command again "
+                       "(add --resume to continue a training run)")
         print(f"vggcifar: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -25,6 +25,15 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _raise_naming(exc: BaseException, target: Path, tmp: Path) -> None:
+    """An OSError that names no file (a writer given a file object: np.savez,
+    savefig) or only the temp file: raise it again naming the file the user
+    knows, the target."""
+    if (isinstance(exc, OSError) and exc.errno and not isinstance(exc, LockError)
+            and (exc.filename is None or str(exc.filename).startswith(str(tmp)))):
+        raise OSError(exc.errno, f"{exc.strerror or os.strerror(exc.errno)} while writing", str(target)) from exc
+
+
 @contextlib.contextmanager
 def atomic_path(target, suffix: str = ""):
     """Yield a temp path beside ``target``; rename it onto ``target`` when the
@@ -40,9 +49,10 @@ def atomic_path(target, suffix: str = ""):
             os.fsync(f.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        _raise_naming(exc, target, tmp)
         raise
 
 
@@ -86,17 +96,21 @@ def atomic_dir(target):
         else:
             os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_naming(exc, target, tmp)
         raise
 
 
 def remove_stale_temps(folder) -> None:
-    """Temp files and folders left by a killed process."""
+    """Temp files and folders left by a killed process, in ``folder`` and
+    every folder below it (a run's milestone folders included)."""
     folder = Path(folder)
     if not folder.is_dir():
         return
-    for p in folder.glob(".*.tmp*"):
+    for p in sorted(folder.rglob(".*.tmp*"), key=lambda p: len(p.parts)):
+        if not p.exists():  # inside a temp folder removed just before
+            continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

@@ -244,6 +244,9 @@ def train_run(
                     except (OSError, ValueError):
                         pass
                 fsutil.write_json(run_dir / "metrics.json", record)
+                done = [m for m in milestones if (milestone_dir(run_dir, m) / "metrics.json").exists()]
+                if done and (run_dir / "report.md").exists():
+                    write_report(run_dir, done, notes=[f"Training stopped: {stop.reason}."])
             raise
         if not last:  # resumed a finished run
             last = fsutil.read_json(run_dir / "metrics.json")

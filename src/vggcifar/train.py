@@ -246,6 +246,16 @@ def _all_variables(train_model, optimizer) -> list:
     return list(train_model.variables) + list(optimizer.variables)
 
 
+def nonfinite_variables(variables) -> list[str]:
+    """Paths of the float variables that hold a NaN or an infinity (checked
+    on the device: one scalar per variable crosses to the host)."""
+    bad = []
+    for v in variables:
+        if "float" in str(v.dtype) and not bool(keras.ops.all(keras.ops.isfinite(v.value))):
+            bad.append(v.path)
+    return bad
+
+
 def save_checkpoint(run_dir: Path, train_model, state: TrainState) -> Path:
     """Weights, optimizer and RNG state, and the loop's state, as one folder
     that appears complete or not at all."""
@@ -342,7 +352,11 @@ def fit(
 ):
     """Train ``config`` on ``data`` in ``run_dir``; returns (model, state).
 
-    ``on_epoch_end(EpochEnd)`` runs after every epoch, after its checkpoint.
+    ``on_epoch_end(EpochEnd)`` runs after every epoch, before its checkpoint:
+    a checkpoint at an epoch's end exists only once that epoch's files are
+    written, so a run killed while writing them redoes them when resumed.
+    No checkpoint and no epoch end ever sees non-finite weights: training
+    stops first (status 3), keeping the last good checkpoint.
     ``max_steps`` stops (with a checkpoint) after that many steps in this call:
     for tests and benchmarks of interruption.
     """
@@ -365,6 +379,21 @@ def fit(
     steps_this_call = 0
     def should_stop() -> bool:
         return signals.received is not None or (max_steps is not None and steps_this_call >= max_steps)
+
+    def check_finite(epoch: int) -> None:
+        # A finite loss is computed before the step's update: the update itself
+        # can still leave NaN or infinite weights, which must never be saved.
+        bad = nonfinite_variables(_all_variables(train_model, optimizer))
+        if bad:
+            raise TrainingStopped(
+                f"the weights became non-finite ({bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}) "
+                f"in epoch {epoch + 1} by global step {state.global_step}; the last good checkpoint is kept",
+                status=3,
+            )
+
+    def checkpoint(epoch: int) -> None:
+        check_finite(epoch)
+        save_checkpoint(run_dir, train_model, state)
 
     with _StopSignals() as signals:
         for epoch in range(state.epoch, config.epochs):
@@ -401,13 +430,14 @@ def fit(
                         f"for {config.epochs} epochs ({per_step * steps_per_epoch:.0f} s an epoch, "
                         "from the first steps; evaluation not included)")
                 if should_stop() and step + 1 < steps_per_epoch:
-                    save_checkpoint(run_dir, train_model, state)
+                    checkpoint(epoch)
                     _raise_stop(signals, run_dir)
                 if time.monotonic() - last_ckpt > config.checkpoint_minutes * 60 and step + 1 < steps_per_epoch:
-                    save_checkpoint(run_dir, train_model, state)
+                    checkpoint(epoch)
                     last_ckpt = time.monotonic()
 
-            # ---- epoch end: validation, history, checkpoint ------------------
+            # ---- epoch end: validation, history, the caller's files, checkpoint
+            check_finite(epoch)
             val_probs = predict_probs(model, x_val) if len(x_val) else None
             row = {
                 "epoch": epoch + 1,
@@ -423,14 +453,14 @@ def fit(
             state.step_in_epoch = 0
             state.loss_sum = state.correct_sum = state.epoch_seconds = 0.0
             state.seen = 0
-            save_checkpoint(run_dir, train_model, state)
-            last_ckpt = time.monotonic()
             eta = state.train_seconds / state.epoch * (config.epochs - state.epoch)
             log(f"epoch {state.epoch}/{config.epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}"
                 + (f", val_accuracy {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "")
                 + f"; trained {hms(state.train_seconds)}, ETA {hms(eta)} of training")
             if on_epoch_end is not None:
                 on_epoch_end(EpochEnd(epoch + 1, model, state, val_probs))
+            save_checkpoint(run_dir, train_model, state)
+            last_ckpt = time.monotonic()
             if should_stop() and state.epoch < config.epochs:
                 _raise_stop(signals, run_dir)
     return model, state

@@ -1,0 +1,557 @@
+"""Faults injected on purpose, one promise each: kill -9 at any moment of a
+run, a full disk at every kind of write, non-finite weights, two processes on
+one run folder, broken downloads and hostile archives.
+
+Faults are injected from outside the code under test: a signal from the test,
+a wrapper script that replaces a writer and kills its own process half-way
+through a file, or a monkeypatched writer that runs out of space.
+"""
+
+import errno
+import http.server
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import keras
+
+from vggcifar import download, fixtures, fsutil
+from vggcifar.cli import main
+from vggcifar.config import load_config, make_config
+from vggcifar.data import DataError, load_cifar, load_dataset
+from vggcifar.run import train_run
+from vggcifar.train import TrainingStopped, list_checkpoints
+
+TINY_ARGS = ["--set", "width=0.0625", "--set", "dense_units=16"]
+QUIET = dict(verbose=0, log=lambda *_: None)
+
+
+def final_variables(run_dir) -> list[np.ndarray]:
+    with np.load(list_checkpoints(run_dir)[-1] / "variables.npz") as z:
+        return [z[k] for k in sorted(z.files)]
+
+
+def assert_same_variables(a, b):
+    assert len(a) == len(b) and len(a) > 0
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def model_weights(path) -> list[np.ndarray]:
+    return keras.saving.load_model(path, compile=False, safe_mode=True).get_weights()
+
+
+def temp_names(folder: Path) -> list[str]:
+    """What fsutil and download leave only while writing: .NAME.XXXX.tmp*, .NAME.old, .NAME.XXXX.part."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*")
+                  if ".tmp" in p.name or p.name.endswith((".old", ".part")))
+
+
+def assert_json_whole(folder: Path):
+    files = list(folder.rglob("*.json"))
+    assert files
+    for f in files:
+        json.loads(f.read_text())  # every JSON file parses, whatever the moment
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _popen(argv, env=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+# --------------------------------------------------------------------------- #
+# 1. kill -9 at several moments, then --resume
+# --------------------------------------------------------------------------- #
+# 48 images in batches of 16: 3 steps an epoch, a checkpoint after every step,
+# milestones after epochs 1 and 3.
+KILL_ARGS = ["experiment", "--dataset", "synthetic", "--limit-train", "48", "--limit-test", "16",
+             "--epochs", "3", "--milestones", "1,3", "--batch-size", "16", "--lr", "0.05", "--quiet",
+             "--checkpoint-minutes", "0.00001", *TINY_ARGS]
+
+# Runs the CLI with one writer replaced: its NTH matching call writes half of
+# its file and then the process kills itself with SIGKILL, as a power cut or
+# the OOM killer would, in the middle of that write.
+KILLER = r'''
+import io, os, shutil, signal, sys
+import numpy as np
+import keras
+from vggcifar import cli
+
+what, nth = os.environ["VGGCIFAR_TEST_KILL"].split(":")
+nth, calls = int(nth), [0]
+
+def due(kind):
+    if kind != what:
+        return False
+    calls[0] += 1
+    return calls[0] == nth
+
+def die(where):
+    print(f"killing myself while writing {where}", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def cut_in_half(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+        os.fsync(f.fileno())
+
+real_savez, real_save, real_copyfile = np.savez, keras.Model.save, shutil.copyfile
+
+def savez(file, *args, **kwargs):  # checkpoints: variables.npz
+    if due("checkpoint"):
+        buf = io.BytesIO()
+        real_savez(buf, *args, **kwargs)
+        file.write(buf.getvalue()[:len(buf.getvalue()) // 2])
+        file.flush()
+        die(file.name)
+    return real_savez(file, *args, **kwargs)
+
+def save(self, filepath, *args, **kwargs):  # a milestone's model.keras
+    real_save(self, filepath, *args, **kwargs)
+    if due("milestone"):
+        cut_in_half(filepath)
+        die(filepath)
+
+def copyfile(src, dst, *args, **kwargs):  # publishing a milestone at the top of the run folder
+    out = real_copyfile(src, dst, *args, **kwargs)
+    if os.path.basename(src) == "model.keras" and due("publish"):
+        cut_in_half(dst)
+        die(dst)
+    return out
+
+np.savez, keras.Model.save, shutil.copyfile = savez, save, copyfile
+sys.exit(cli.main(sys.argv[1:]))
+'''
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert main([*KILL_ARGS, "--run-dir", str(run)]) == 0
+    return run
+
+
+def _wait_for_checkpoint(run: Path, proc, minimum_step: int, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        steps = [int(p.name.split("-")[1]) for p in list_checkpoints(run)]
+        if steps and max(steps) >= minimum_step:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before the kill: {proc.stdout.read()}")
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at,partial", [
+    ("outside", None),  # kill -9 from outside, mid-epoch 2, whatever is being written
+    ("checkpoint:3", "checkpoints/.ckpt-000000003."),  # half of the end-of-epoch-1 checkpoint written
+    ("milestone:1", "epochs-001/.model.keras."),  # half of epoch 1's model.keras written
+    ("publish:2", ".model.keras."),  # half of the final model copied to the top of the run folder
+])
+def test_kill_9_then_resume_gives_identical_results(tmp_path, uninterrupted, kill_at, partial):
+    run = tmp_path / "run"
+    if kill_at == "outside":
+        p = _popen([sys.executable, "-m", "vggcifar", *KILL_ARGS, "--run-dir", str(run)])
+        _wait_for_checkpoint(run, p, minimum_step=4)
+        p.send_signal(signal.SIGKILL)
+    else:
+        p = _popen([sys.executable, "-c", KILLER, *KILL_ARGS, "--run-dir", str(run)],
+                   env={"VGGCIFAR_TEST_KILL": kill_at})
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == -signal.SIGKILL, out
+    if partial:
+        assert "killing myself while writing" in out, out
+        # The half-written file is a temp file; no final path holds a partial one.
+        assert any(name.startswith(partial) for name in temp_names(run)), temp_names(run)
+    assert (run / "lock").exists()  # a dead process cannot clean up
+    assert_json_whole(run)
+    for model in run.rglob("model.keras"):
+        model_weights(model)  # a model.keras in place is always whole
+
+    r = _popen([sys.executable, "-m", "vggcifar", "train", "--resume", "--run-dir", str(run), "--quiet"])
+    out = r.communicate(timeout=300)[0]
+    assert r.returncode == 0, out
+    assert "test accuracy after 3 epochs" in out
+    assert temp_names(run) == [] and not (run / "lock").exists()
+    assert_same_variables(final_variables(uninterrupted), final_variables(run))
+    assert_same_variables(model_weights(uninterrupted / "model.keras"), model_weights(run / "model.keras"))
+    for name in ("metrics.json", "epochs-001/metrics.json", "epochs-003/metrics.json"):
+        a, b = fsutil.read_json(uninterrupted / name), fsutil.read_json(run / name)
+        assert (a["epoch"], a["test_loss"], a["confusion_matrix"]) == (b["epoch"], b["test_loss"], b["confusion_matrix"])
+    report = (run / "report.md").read_text()
+    assert "epochs-001/confusion_matrix.png" in report and "epochs-003/confusion_matrix.png" in report
+
+
+# --------------------------------------------------------------------------- #
+# 2. a full disk at each kind of write
+# --------------------------------------------------------------------------- #
+ENOSPC_DATA = dict(limit_train=64, limit_test=32)  # 2 steps an epoch at batch 32
+
+
+def _enospc_config():
+    return make_config("spec", width=0.0625, dense_units=16, epochs=2, batch_size=32, lr=0.05, **ENOSPC_DATA)
+
+
+@pytest.fixture(scope="module")
+def half_done(tmp_path_factory):
+    """(a run stopped after epoch 1 of 2, the same run uninterrupted); the
+    CLI's --resume reads the same synthetic set from run.json and config.json."""
+    root = tmp_path_factory.mktemp("enospc")
+    data = load_dataset(None, "synthetic", **ENOSPC_DATA)
+    with pytest.raises(TrainingStopped):
+        train_run(_enospc_config(), data, root / "half", milestones=[1, 2], data_args={"dataset": "synthetic"},
+                  max_steps=2, **QUIET)
+    train_run(_enospc_config(), data, root / "full", milestones=[1, 2], **QUIET)
+    return root / "half", root / "full"
+
+
+def _is_temp_of(path, target: Path) -> bool:
+    path = Path(path)
+    return path.parent == target.parent and path.name.startswith(f".{target.name}.")
+
+
+def _no_space():
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def inject_disk_full(monkeypatch, target: Path) -> None:
+    """Whichever writer writes ``target`` (np.savez for checkpoints,
+    Path.write_bytes for JSON and CSV, Figure.savefig for pictures,
+    shutil.copyfile when a milestone is published) writes half of its bytes,
+    then finds the disk full."""
+    import matplotlib.figure
+
+    def cut_in_half(path):
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+
+    real_savez, real_write_bytes = np.savez, Path.write_bytes
+    real_savefig, real_copyfile = matplotlib.figure.Figure.savefig, shutil.copyfile
+
+    def savez(file, *args, **kwargs):
+        if _is_temp_of(Path(file.name).parent, target):
+            buf = io.BytesIO()
+            real_savez(buf, *args, **kwargs)
+            file.write(buf.getvalue()[:len(buf.getvalue()) // 2])
+            raise _no_space()
+        return real_savez(file, *args, **kwargs)
+
+    def write_bytes(self, data):
+        if _is_temp_of(self, target):
+            real_write_bytes(self, data[:len(data) // 2])
+            raise _no_space()
+        return real_write_bytes(self, data)
+
+    def savefig(self, fname, *args, **kwargs):
+        real_savefig(self, fname, *args, **kwargs)
+        if _is_temp_of(fname, target):
+            cut_in_half(fname)
+            raise _no_space()
+
+    def copyfile(src, dst, *args, **kwargs):
+        out = real_copyfile(src, dst, *args, **kwargs)
+        if _is_temp_of(dst, target):
+            cut_in_half(dst)
+            raise _no_space()
+        return out
+
+    monkeypatch.setattr(np, "savez", savez)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+
+
+@pytest.mark.parametrize("target,kept", [
+    ("checkpoints/ckpt-000000004", "checkpoints/ckpt-000000002/variables.npz"),  # a checkpoint
+    ("history.csv", "history.csv"),  # per-epoch metrics
+    ("metrics.json", "metrics.json"),  # the published result
+    ("curves.png", "curves.png"),  # a plot
+    ("model.keras", "model.keras"),  # the published model
+])
+def test_disk_full_keeps_the_previous_file_and_says_where(tmp_path, half_done, monkeypatch, capsys,
+                                                          target, kept):
+    half, full = half_done
+    run = tmp_path / "run"
+    shutil.copytree(half, run)
+    before = snapshot(run)
+    assert kept in before
+    inject_disk_full(monkeypatch, run / target)
+    capsys.readouterr()
+
+    status = main(["train", "--resume", "--run-dir", str(run), "--quiet"])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("vggcifar:")]
+    assert len(lines) == 1, err
+    assert "no space left on device" in lines[0] and str(run / target) in lines[0], lines[0]
+    assert (run / kept).read_bytes() == before[kept]  # the previous file, byte for byte
+    assert not (run / target).exists() or (run / target).read_bytes() == before[str(target)]
+    assert temp_names(run) == []
+    assert not (run / "lock").exists()
+    assert_json_whole(run)
+
+    monkeypatch.undo()  # space again: the same command continues to the same result
+    assert main(["train", "--resume", "--run-dir", str(run), "--quiet"]) == 0
+    assert_same_variables(final_variables(full), final_variables(run))
+    assert fsutil.read_json(run / "metrics.json")["test_loss"] == fsutil.read_json(full / "metrics.json")["test_loss"]
+    assert temp_names(run) == []
+
+
+@pytest.mark.parametrize("when", ["write", "fsync"])
+def test_atomic_writes_on_a_full_disk(tmp_path, monkeypatch, when):
+    target, folder = tmp_path / "a.json", tmp_path / "ckpt"
+    fsutil.write_json(target, {"v": 1})
+    with fsutil.atomic_dir(folder) as tmp:
+        (tmp / "x.bin").write_bytes(b"old")
+    before = snapshot(tmp_path)
+    if when == "fsync":
+        monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(_no_space()))
+
+    def fill(f):
+        f.write(b"partial")
+        if when == "write":
+            raise _no_space()
+
+    with pytest.raises(OSError) as err:
+        with fsutil.atomic_path(target) as tmp, open(tmp, "wb") as f:
+            fill(f)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    with pytest.raises(OSError) as err:
+        with fsutil.atomic_dir(folder) as tmp, open(tmp / "x.bin", "wb") as f:
+            fill(f)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(folder)
+    assert snapshot(tmp_path) == before and temp_names(tmp_path) == []
+
+
+def test_stale_temps_are_removed_at_every_depth(tmp_path):
+    keep = [tmp_path / "metrics.json", tmp_path / "epochs-001" / "model.keras", tmp_path / ".hidden"]
+    stale = [tmp_path / ".metrics.json.ab12.tmp", tmp_path / "epochs-001" / ".model.keras.cd34.tmp.keras",
+             tmp_path / "checkpoints" / ".ckpt-000000003.ef56.tmp" / "variables.npz"]
+    for p in keep + stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    fsutil.remove_stale_temps(tmp_path)
+    assert temp_names(tmp_path) == [] and all(p.exists() for p in keep)
+
+
+# --------------------------------------------------------------------------- #
+# 3. non-finite weights behind a finite loss
+# --------------------------------------------------------------------------- #
+def test_nonfinite_weights_stop_the_run_and_are_never_saved(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    real = keras.Model.train_on_batch
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        logs = real(self, *args, **kwargs)  # the loss of the weights before this step: finite
+        calls["n"] += 1
+        if calls["n"] == 4:  # the last step of epoch 2 leaves NaN in a kernel
+            w = self.trainable_variables[-2]
+            w.assign(np.full(w.shape, np.nan, np.float32))
+        return logs
+
+    monkeypatch.setattr(keras.Model, "train_on_batch", poisoned)
+    status = main(["experiment", "--dataset", "synthetic", "--limit-train", "64", "--limit-test", "32",
+                   "--epochs", "3", "--milestones", "1,2,3", "--batch-size", "32", "--lr", "0.05", "--quiet",
+                   *TINY_ARGS, "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert status == 3 and calls["n"] == 4
+    assert "weights became non-finite" in err and "last good checkpoint is kept" in err
+    # Epoch 1's milestone is the result; epoch 2's NaN model was never written.
+    assert not (run / "epochs-002").exists()
+    models = list(run.rglob("*.keras"))
+    assert sorted(str(p.relative_to(run)) for p in models) == ["epochs-001/model.keras", "model.keras"]
+    for path in models:
+        assert all(np.isfinite(w).all() for w in model_weights(path)), path
+    for ckpt in list_checkpoints(run):
+        with np.load(ckpt / "variables.npz") as z:
+            assert all(np.isfinite(z[k]).all() for k in z.files if z[k].dtype.kind == "f"), ckpt
+    assert fsutil.read_json(list_checkpoints(run)[-1] / "state.json")["epoch"] == 1
+    saved = fsutil.read_json(run / "metrics.json")
+    assert saved["status"] == "failed" and "non-finite" in saved["reason"] and saved["epoch"] == 1
+    report = (run / "report.md").read_text()
+    assert "Training stopped: the weights became non-finite" in report
+
+
+# --------------------------------------------------------------------------- #
+# 4. two processes on one run folder
+# --------------------------------------------------------------------------- #
+@pytest.mark.slow
+def test_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
+    run = tmp_path / "run"
+    holder = _popen([sys.executable, "-m", "vggcifar", "train", "--dataset", "synthetic", "--limit-train", "64",
+                     "--limit-test", "16", "--epochs", "500", "--batch-size", "32", "--quiet", *TINY_ARGS,
+                     "--run-dir", str(run)])
+    try:
+        deadline = time.monotonic() + 180
+        while not ((run / "run.json").exists() and (run / "lock").exists()):
+            assert holder.poll() is None, holder.stdout.read()
+            assert time.monotonic() < deadline, "the first process never took the lock"
+            time.sleep(0.05)
+        assert (run / "lock").read_text().strip() == str(holder.pid)
+        capsys.readouterr()
+        assert main(["train", "--resume", "--run-dir", str(run), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"in use by process {holder.pid}" in err and "--run-dir" in err
+        assert holder.poll() is None  # the refusal did not disturb the holder
+    finally:
+        holder.kill()
+        holder.wait()
+    # SIGKILL left the lock behind, naming a process that no longer exists.
+    assert (run / "lock").read_text().strip() == str(holder.pid)
+    config = load_config(run / "config.json")
+    data = load_dataset(None, "synthetic", limit_train=config.limit_train, limit_test=config.limit_test)
+    with pytest.raises(TrainingStopped) as stop:  # one step, then a checkpoint
+        train_run(config, data, run, resume=True, max_steps=1, **QUIET)
+    assert stop.value.status == 0
+    assert not (run / "lock").exists() and temp_names(run) == []
+
+
+# --------------------------------------------------------------------------- #
+# 5. downloads that break, archives that attack
+# --------------------------------------------------------------------------- #
+BODY = bytes(range(256)) * 2048  # 512 KiB
+SHA = __import__("hashlib").sha256(BODY).hexdigest()
+
+
+class BreakingServer:
+    """127.0.0.1 only. ``mode``: "reset" sends half the body then resets the
+    connection; "unsized" sends half the body without a Content-Length and
+    closes cleanly; "503" always answers 503."""
+
+    def __init__(self, mode: str):
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests += 1
+                if mode == "503":
+                    self.send_error(503)
+                    return
+                self.send_response(200)
+                if mode == "reset":
+                    self.send_header("Content-Length", str(len(BODY)))
+                self.end_headers()
+                self.wfile.write(BODY[:len(BODY) // 2])
+                self.wfile.flush()
+                if mode == "reset":  # SO_LINGER 0: close() sends RST, not FIN
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/cifar.tar.gz"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("mode,message", [
+    ("reset", "cannot download"),
+    ("unsized", "does not match the expected"),
+    ("503", "HTTP 503"),
+])
+def test_broken_download_leaves_nothing(tmp_path, mode, message):
+    server = BreakingServer(mode)
+    target = tmp_path / "cache" / "cifar.tar.gz"
+    try:
+        with pytest.raises(DataError, match=message):
+            download.fetch(server.url, target, sha256=SHA, retries=2, sleep=lambda s: None, progress=False,
+                           timeout=10)
+    finally:
+        server.close()
+    assert server.requests == (1 if mode == "unsized" else 2)  # a wrong file is not fetched again
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_hostile_archive_writes_nothing_anywhere(tmp_path):
+    arrays = fixtures.random_arrays(10, 4, seed=1)
+    members = fixtures.python_members(*arrays)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    work = tmp_path / "work" / "deep"
+    work.mkdir(parents=True)
+    path = work / "hostile.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        def add(name, blob=b"pwned", **fields):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob) if not fields else 0
+            for k, v in fields.items():
+                setattr(info, k, v)
+            tar.addfile(info, io.BytesIO(blob) if not fields else None)
+
+        # A link to a folder outside, then a file through it; then the classic escapes.
+        add("cifar-10-batches-py/door", type=tarfile.SYMTYPE, linkname=str(outside))
+        add("cifar-10-batches-py/door/written-through-a-link")
+        add(str(outside / "absolute"))
+        add("cifar-10-batches-py/../../../outside/dotdot")
+        for name, blob in members.items():
+            add(name, blob)
+    before = snapshot(tmp_path)
+    with pytest.raises(DataError, match="outside the archive|link"):
+        load_cifar(path)
+    assert snapshot(tmp_path) == before and list(outside.iterdir()) == []
+
+
+def test_model_file_with_code_is_refused_and_never_runs(tmp_path):
+    from vggcifar.evaluate import load_model
+
+    marker = tmp_path / "ran"
+    inputs = keras.Input((32, 32, 3))
+    code = eval(f"lambda x: x if open({str(marker)!r}, 'w').close() is None else x")  # noqa: S307
+    outputs = keras.layers.Lambda(code)(inputs)
+    path = tmp_path / "hostile.keras"
+    keras.Model(inputs, outputs).save(path)
+    marker.unlink()  # building the model ran the lambda once; loading must not run it again
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        load_model(path)
+    assert not marker.exists()
+    # The payload is real: without safe mode, loading runs the file's code.
+    keras.saving.load_model(path, safe_mode=False)
+    assert marker.exists()
+
+
+# --------------------------------------------------------------------------- #
+# a model that has not learned is called so
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("dominant,collapsed", [(18, True), (17, False)])
+def test_collapse_is_detected_at_ninety_percent(dominant, collapsed):
+    from vggcifar.metrics import summarize
+    from vggcifar.report import collapse_message
+
+    names = [f"c{i}" for i in range(10)]
+    pred = np.array([3] * dominant + list(range(20 - dominant)))  # 20 images, `dominant` of them called c3
+    probs = np.eye(10, dtype=np.float32)[pred] * 0.9 + 0.01
+    metrics = summarize(probs, np.arange(20) % 10, names)
+    if collapsed:
+        assert metrics["collapse"] == {"class": 3, "share": dominant / 20, "class_name": "c3"}
+        assert "'c3', for 90.0% of the test images" in collapse_message(metrics)
+    else:
+        assert metrics["collapse"] is None and collapse_message(metrics) is None
