@@ -24,6 +24,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
+    return value
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     from vggcifar.model import CONFIGS, DATA_FORMATS, PADDINGS
 
@@ -167,6 +177,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     p.add_argument("--limit-train", type=_positive_int, help="train on the first N images only")
     p.add_argument("--limit-test", type=_positive_int, help="test on the first N images only")
+    p.add_argument("--val-split", type=_non_negative_int, metavar="N",
+                   help="hold out the last N training images for validation; the test set is then used only "
+                        "for the reports; 0: no split (default: spec validates on the test set, the other "
+                        "recipes hold out 5000, at most 10%% of the training set)")
     p.add_argument("--checkpoint-minutes", type=float, help="also checkpoint this often within an epoch (default: 10)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set width=0.25 --set augment='[\"flip\"]' "
@@ -189,17 +203,19 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def _train_config(args, **extra):
+def _train_config(args, recipe: str | None = None):
     from vggcifar.config import make_config
 
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      precision=args.precision, limit_train=args.limit_train, limit_test=args.limit_test,
-                     checkpoint_minutes=args.checkpoint_minutes, **extra)
+                     checkpoint_minutes=args.checkpoint_minutes, val_split=args.val_split)
+    if args.val_split:  # a held-out split replaces the spec's validation on the test set
+        overrides["validate_on_test"] = False
     for key, value in _parse_overrides(args.overrides).items():
         if overrides.get(key) is not None:
             raise UsageError(f"{key} is given twice (as an option and with --set)")
         overrides[key] = value
-    return make_config(args.recipe or "spec", **overrides)
+    return make_config(recipe or args.recipe or "spec", **overrides)
 
 
 def _default_run_dir(recipe: str) -> str:

@@ -46,7 +46,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: tuple[str, ...] = ()  # of "crop", "flip", "cutout"
     # --- data and evaluation --------------------------------------------------
-    val_split: int = 0  # images held out of the training set for validation
+    # Training images held out for validation (the last ones); None: the
+    # learning recipes' default, DEFAULT_VAL_SPLIT capped for a small set
+    # (effective_val_split). A run writes the effective number to config.json.
+    val_split: int | None = 0
     validate_on_test: bool = True  # spec: fit(validation_data=(x_test, y_test))
     seed: int = 0
     precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
@@ -71,6 +74,10 @@ class TrainConfig:
 
 
 SCHEDULES = ("inverse_time", "constant", "cosine")
+#: The learning recipes' validation split: the usual 5,000 of CIFAR-10's 50,000
+#: training images (10%); a smaller training set gives VAL_SHARE of itself.
+DEFAULT_VAL_SPLIT = 5000
+VAL_SHARE = 0.1
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 AUGMENTATIONS = ("crop", "flip", "cutout")
 
@@ -84,7 +91,7 @@ _LEARNING = {
     "warmup_epochs": 2.0,
     "label_smoothing": 0.1,
     "augment": ("crop", "flip"),
-    "val_split": 5000,
+    "val_split": None,  # DEFAULT_VAL_SPLIT, at most VAL_SHARE of the training set
     "validate_on_test": False,
     "precision": "auto",
     "epochs": 60,
@@ -141,7 +148,7 @@ FIELD_DOCS: dict[str, str] = {
     "weight_decay": "decoupled weight decay per step, times the lr (Keras SGD weight_decay)",
     "label_smoothing": "share of the target spread over all classes",
     "augment": "crop: pad 4 px + random 32x32 crop; flip: horizontal; cutout: one 8x8 square erased",
-    "val_split": "training images held out for validation (at most a fifth of the set)",
+    "val_split": "training images held out for validation; the recipes' default is 5000, at most 10% of the set",
     "validate_on_test": "validate on the test set each epoch, as the spec's fit call does",
     "seed": "seeds initialisation, dropout, augmentation and the shuffle",
     "precision": "float32, mixed_bfloat16, mixed_float16, or auto (bfloat16 on a GPU that has it)",
@@ -222,12 +229,43 @@ def validate(c: TrainConfig) -> None:
     need(c.weight_decay >= 0, "weight_decay", "to be >= 0")
     need(0 <= c.label_smoothing < 1, "label_smoothing", "in [0, 1)")
     need(all(a in AUGMENTATIONS for a in c.augment), "augment", f"to hold only {AUGMENTATIONS}")
-    need(c.val_split >= 0, "val_split", "to be >= 0")
+    need(c.val_split is None or c.val_split >= 0, "val_split", "to be >= 0")
+    need(not c.validate_on_test or c.val_split == 0, "val_split",
+         "to be 0 while validate_on_test is true (the spec validates on the test set); "
+         "--val-split N also stops validating on the test set")
     need(c.precision in PRECISIONS, "precision", f"in {PRECISIONS}")
     need(0 < c.bn_momentum < 1, "bn_momentum", "in (0, 1)")
     need(c.checkpoint_minutes > 0, "checkpoint_minutes", "to be > 0")
     for name in ("limit_train", "limit_test"):
         need(getattr(c, name) is None or getattr(c, name) >= 1, name, "to be a positive integer")
+
+
+def effective_val_split(config: TrainConfig, train_images: int) -> int:
+    """How many of ``train_images`` training images ``config`` holds out for
+    validation: the one place the rule lives.
+
+    - validating on the test set (the spec): none;
+    - ``val_split=None`` (the learning recipes): DEFAULT_VAL_SPLIT, at most
+      VAL_SHARE of the training set, and never so many that fewer than
+      ``batch_size`` images are left to train on;
+    - an explicit number: exactly that many, or an error when it would leave
+      fewer than ``batch_size`` images to train on.
+    """
+    if config.validate_on_test:
+        return 0
+    if config.val_split is None:
+        return max(0, min(DEFAULT_VAL_SPLIT, int(VAL_SHARE * train_images), train_images - config.batch_size))
+    if config.val_split and train_images - config.val_split < config.batch_size:
+        raise ValueError(
+            f"Expected `val_split` to leave at least batch_size={config.batch_size} of the {train_images} "
+            f"training images to train on; pass a smaller --val-split (0: no validation split). "
+            f"Received: val_split={config.val_split}")
+    return config.val_split
+
+
+def resolve_val_split(config: TrainConfig, train_images: int) -> TrainConfig:
+    """``config`` with its effective validation split written in, as a run records it."""
+    return dataclasses.replace(config, val_split=effective_val_split(config, train_images))
 
 
 def load_config(path) -> TrainConfig:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vggcifar import fsutil
-from vggcifar.config import TrainConfig, load_config
+from vggcifar.config import TrainConfig, load_config, resolve_val_split
 from vggcifar.data import CifarData
 from vggcifar.metrics import summarize
 from vggcifar.report import collapse_message, hms, render
@@ -182,6 +182,10 @@ def train_run(
     if milestones[-1] != config.epochs or milestones[0] < 1:
         raise ValueError(f"Expected milestones within 1..{config.epochs} ending at the last epoch. "
                          f"Received: milestones={milestones}")
+    # The split as this training set makes it, so config.json says what was
+    # done and a resumed run splits alike.
+    config = resolve_val_split(config, len(data.x_train))
+    val_images = 0 if config.validate_on_test else config.val_split
     started = time.monotonic()
     with fsutil.RunLock(run_dir):
         fsutil.remove_stale_temps(run_dir)
@@ -214,6 +218,8 @@ def train_run(
                 "status": "complete" if end.epoch == config.epochs else "milestone",
                 "synthetic": data.synthetic,
                 "subset": data.subset,
+                "train_images": len(data.x_train) - val_images,
+                "val_images": val_images,
             }
             folder = milestone_dir(run_dir, end.epoch)
             save_model(end.model, folder / "model.keras")
@@ -277,6 +283,9 @@ def write_report(run_dir: Path, milestones: list[int], *, notes: list[str] = ())
         )
     if config.get("validate_on_test"):
         notes.append("As in the spec's `fit` call, the validation curve is the test set.")
+    elif config.get("val_split"):
+        notes.append(f"The validation curve is {config['val_split']} images held out of the training set; "
+                     "the test set is used only for the figures above.")
     text = render(title=f"VGG-16 on {env['dataset']['name']}: results", milestones=ms, environment=env,
                   config=config, notes=notes)
     fsutil.write_text(run_dir / "report.md", text)
