@@ -273,6 +273,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def recipes_text(name: str | None = None) -> str:
+    """What `vggcifar recipes [NAME]` prints (and README.md holds): one table per recipe."""
+    from vggcifar.config import RECIPE_SOURCES, RECIPES, recipe_settings
+    from vggcifar.report import recipes_markdown
+
+    names = [name] if name else list(RECIPES)
+    return recipes_markdown({n: recipe_settings(n) for n in names}, RECIPE_SOURCES)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    import json
+
+    from vggcifar.config import RECIPE_SOURCES, RECIPES, recipe_settings
+
+    names = [args.name] if args.name else list(RECIPES)
+    if args.json:
+        out = {n: {"settings": recipe_settings(n), "sources": RECIPE_SOURCES.get(n)} for n in names}
+        print(json.dumps({"recipes": out}, indent=2))
+    else:
+        sys.stdout.write(recipes_text(args.name))
+    return 0
+
+
 # --------------------------------------------------------------------------- #
 # vggcifar bench
 # --------------------------------------------------------------------------- #
@@ -356,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--milestones", type=_milestones, default=[10, 20, 50, 100],
                    help="epochs to report, comma-separated (default: 10,20,50,100)")
     p.set_defaults(func=_cmd_experiment)
+
+    p = sub.add_parser("recipes", help="every recipe's settings, each with its unit and its source")
+    p.add_argument("name", nargs="?", metavar="NAME", help="one recipe (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    p.set_defaults(func=_cmd_recipes)
 
     p = sub.add_parser("evaluate", help="metrics and pictures for a saved model")
     p.add_argument("target", metavar="RUN_DIR|MODEL.keras")

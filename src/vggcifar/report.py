@@ -105,3 +105,41 @@ def render(
         "",
     ]
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- #
+# `vggcifar recipes`
+# --------------------------------------------------------------------------- #
+def format_setting(key: str, value) -> str:
+    """A config value as `vggcifar recipes` shows it."""
+    from vggcifar.config import DEFAULT_VAL_SPLIT, VAL_SHARE
+
+    if value is None:
+        return {"val_split": f"{DEFAULT_VAL_SPLIT}, at most {VAL_SHARE:.0%} of the set",
+                "dense_initializer": "as the convs"}.get(key, "none")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def recipes_markdown(settings: dict[str, list[dict]], notes: dict[str, str]) -> str:
+    """One table per recipe from ``vggcifar.config.recipe_settings``: values
+    that differ from the defaults in bold, values without effect marked."""
+    out = []
+    for recipe, rows in settings.items():
+        out += [f"**`{recipe}`**", "", "| setting | value | unit | source |", "|---|---|---|---|"]
+        for r in rows:
+            value = format_setting(r["key"], r["value"])
+            if r["changed"]:
+                value = f"**{value}**"
+            if not r["used"]:
+                value += " (no effect)"
+            out.append(f"| {r['key']} | {value} | {r['unit']} | {r['source']} |")
+        out.append("")
+        if notes.get(recipe):
+            out += [f"Sources: {notes[recipe]}.", ""]
+    return "\n".join(out)
