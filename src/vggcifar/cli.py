@@ -267,8 +267,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vggcifar.evaluate import evaluate_path
 
     metrics, out = evaluate_path(args.target, data=args.data, dataset=args.dataset,
-                                 limit_test=args.limit_test, out_dir=args.out)
-    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% on {metrics['images']} images; "
+                                 limit_test=args.limit_test, out_dir=args.out, tta=args.tta)
+    how = "" if args.tta == "none" else f" with {args.tta} test-time augmentation"
+    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% on {metrics['images']} images{how}; "
           f"files in {out}")
     return 0
 
@@ -389,7 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="RUN_DIR|MODEL.keras")
     add_data_options(p)
     p.add_argument("--limit-test", type=_positive_int, help="the first N test images only")
-    p.add_argument("--out", help="folder for the results (default: RUN_DIR/evaluation or MODEL-evaluation)")
+    p.add_argument("--out", help="folder for the results (default: RUN_DIR/evaluation or MODEL-evaluation, "
+                   "with -flip for --tta flip)")
+    p.add_argument("--tta", choices=("none", "flip"), default="none",
+                   help="test-time augmentation: flip averages the softmax of each image and its mirror "
+                        "(default: none)")
     p.set_defaults(func=_cmd_evaluate)
 
     _add_data_command(sub)
