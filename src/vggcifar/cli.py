@@ -167,7 +167,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     from vggcifar.config import PRECISIONS, RECIPES
 
     add_data_options(p)
-    p.add_argument("--recipe", default=None, help=f"training recipe: {', '.join(RECIPES)} (default: spec)")
+    p.add_argument("--recipe", default=None, help=f"training recipe: {', '.join(RECIPES)} (default: spec); "
+                   "experiment: several, comma-separated, are run side by side and compared")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float, help="peak learning rate")
@@ -226,7 +227,6 @@ def _default_run_dir(recipe: str) -> str:
 
 def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
     from vggcifar import run as R
-    from vggcifar.train import TrainingStopped
 
     if args.resume:
         if not args.run_dir:
@@ -237,18 +237,29 @@ def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
     else:
         config = _train_config(args)
         milestones = milestones_arg or [config.epochs]
-        data_args = {"data": args.data, "dataset": args.dataset, "url": args.data_url, "sha256": args.data_sha256}
+        data_args = _data_args(args)
+    run_dir = args.run_dir or _default_run_dir(config.recipe)
+    return _run_training(config, run_dir, milestones, data_args, resume=args.resume, quiet=args.quiet)
+
+
+def _data_args(args: argparse.Namespace) -> dict:
+    return {"data": args.data, "dataset": args.dataset, "url": args.data_url, "sha256": args.data_sha256}
+
+
+def _run_training(config, run_dir, milestones, data_args, *, resume: bool, quiet: bool) -> int:
+    """Train one run folder; the exit status (TrainingStopped's, or 0)."""
+    from vggcifar import run as R
+    from vggcifar.data import load_dataset
+    from vggcifar.train import TrainingStopped
+
     if config.epochs < milestones[-1]:
         raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
-    run_dir = args.run_dir or _default_run_dir(config.recipe)
-    from vggcifar.data import load_dataset
-
     data = load_dataset(data_args.get("data"), data_args.get("dataset"), limit_train=config.limit_train,
                         limit_test=config.limit_test, url=data_args.get("url"), sha256=data_args.get("sha256"))
     print(f"run folder: {run_dir}")
     try:
-        metrics = R.train_run(config, data, run_dir, milestones=milestones, resume=args.resume,
-                              data_args=data_args, verbose=0 if args.quiet else 1)
+        metrics = R.train_run(config, data, run_dir, milestones=milestones, resume=resume,
+                              data_args=data_args, verbose=0 if quiet else 1)
     except TrainingStopped as stop:
         print(f"vggcifar: {stop.reason}", file=sys.stderr)
         return stop.status
@@ -260,7 +271,50 @@ def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
 def _cmd_experiment(args: argparse.Namespace) -> int:
     if not args.resume and args.epochs is None:
         args.epochs = args.milestones[-1]
+    recipes = [r.strip() for r in (args.recipe or "spec").split(",") if r.strip()]
+    if len(recipes) > 1:
+        return _compare_recipes(args, recipes)
     return _cmd_train(args, milestones_arg=args.milestones)
+
+
+def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
+    """One run folder per recipe under --run-dir, then comparison.md and .json."""
+    from pathlib import Path
+
+    from vggcifar import run as R
+
+    if len(set(recipes)) < len(recipes):
+        raise UsageError(f"--recipe names a recipe twice: {','.join(recipes)}")
+    if args.resume and not args.run_dir:
+        raise UsageError("--resume needs --run-dir: the folder of the comparison to continue")
+    run_dir = Path(args.run_dir or _default_run_dir("compare"))
+    # Everything checked before the first recipe trains: the configs, and that
+    # no recipe's folder holds a run that only --resume may continue.
+    plans = {}
+    for recipe in recipes:
+        folder = run_dir / recipe
+        if args.resume and (folder / "run.json").exists():
+            config, saved = R.resume_arguments(folder)
+            plans[recipe] = (config, saved.get("milestones"), saved.get("data", {}), True)
+            continue
+        if R.holds_run(folder):
+            raise UsageError(f"{folder} already holds a run; pass --resume to continue the comparison "
+                             "or choose another --run-dir")
+        plans[recipe] = (_train_config(args, recipe), args.milestones, _data_args(args), False)
+    for recipe, (config, milestones, data_args, resume) in plans.items():
+        if config.epochs < milestones[-1]:
+            raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
+    diverged = 0
+    for i, (recipe, (config, milestones, data_args, resume)) in enumerate(plans.items(), 1):
+        print(f"recipe {i}/{len(plans)}: {recipe}")
+        status = _run_training(config, run_dir / recipe, milestones, data_args, resume=resume, quiet=args.quiet)
+        if status == 3:  # this recipe's loss diverged: the comparison says so; the others still run
+            diverged = status
+        elif status:  # interrupted: stop here, --resume continues
+            return status
+    R.write_comparison(run_dir, R.compare_runs(run_dir, recipes))
+    print(f"comparison: {run_dir / 'comparison.md'}")
+    return diverged
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
