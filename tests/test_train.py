@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -57,6 +58,11 @@ def test_run_folder_is_complete_and_consistent(tmp_path, data):
     assert saved["epoch"] == 2 and 0 <= saved["test_accuracy"] <= 1
     assert 0 < saved["train_seconds"] <= saved["wall_seconds"]
     assert np.asarray(saved["confusion_matrix"]).sum() == 64
+    # "auto" settings are written down as what they meant on this machine.
+    written = fsutil.read_json(run / "config.json")
+    assert written["data_format"] == {"torch": "channels_first"}.get(keras.backend.backend(), "channels_last")
+    assert written["precision"] in ("float32", "mixed_bfloat16")
+    assert fsutil.read_json(run / "environment.json")["data_format"] == written["data_format"]
     history = read_history(run / "history.csv")
     assert [h["epoch"] for h in history] == [1, 2]
     assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}

@@ -328,6 +328,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from vggcifar.predict import predict_files
+
+    results = predict_files(args.model, args.images, top=args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2, allow_nan=False))
+    else:
+        for r in results:
+            if "top_k" in r:
+                width = max(len(t["label"]) for t in r["top_k"])
+                print(r["path"])
+                print("\n".join(f"  {t['label']:<{width}}  {100 * t['probability']:6.2f}%" for t in r["top_k"]))
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"vggcifar: error: {r['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
 def recipes_text(name: str | None = None) -> str:
     """What `vggcifar recipes [NAME]` prints (and README.md holds): one table per recipe."""
     from vggcifar.config import RECIPE_SOURCES, RECIPES, recipe_settings
@@ -450,6 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: flip averages the softmax of each image and its mirror "
                         "(default: none)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify PNG or JPEG pictures with a saved model")
+    p.add_argument("model", metavar="MODEL.keras", help="a saved model, e.g. RUN_DIR/model.keras")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files, any size")
+    p.add_argument("--top-k", type=_positive_int, default=3, help="classes to show per picture (default: 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON list, an entry per picture")
+    p.set_defaults(func=_cmd_predict)
 
     _add_data_command(sub)
     _add_bench_parser(sub)

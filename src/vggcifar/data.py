@@ -31,7 +31,31 @@ CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
 ]
+#: CIFAR-100's 100 fine labels in label order: the ``fine_label_names`` of
+#: the official archive's ``meta`` file (alphabetical there too).
+CIFAR100_CLASSES = [
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
+    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
+    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+]
 DATASETS = ("cifar10", "cifar100", "synthetic")
+
+
+def class_names_for(num_classes: int) -> list[str]:
+    """Names for a model's outputs when only their count is known: CIFAR-10's
+    for 10, CIFAR-100's (fine labels) for 100, otherwise "class N"."""
+    if num_classes == len(CIFAR10_CLASSES):
+        return list(CIFAR10_CLASSES)
+    if num_classes == len(CIFAR100_CLASSES):
+        return list(CIFAR100_CLASSES)
+    return [f"class {i}" for i in range(num_classes)]
 
 
 class DataError(ValueError):

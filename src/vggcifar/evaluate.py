@@ -30,16 +30,24 @@ def load_model(path):
         raise ValueError(f"{path}: cannot be loaded safely ({first})") from None
 
 
+def model_probs(model, images, size=None):
+    """Softmax outputs for uint8 RGB ``images``, each first brought to the
+    model's input size by ``images.to_model_input`` (the one resize that
+    ``predict`` uses too; CIFAR's 32x32 arrays pass through unchanged)."""
+    from vggcifar.images import INPUT_SIZE, to_model_input
+    from vggcifar.train import predict_probs
+
+    return predict_probs(model, to_model_input(images, size or INPUT_SIZE))
+
+
 def predict_tta(model, x: np.ndarray, tta: str = "none") -> np.ndarray:
     """Softmax outputs of ``model`` on uint8 images ``x`` (N, H, W, C);
     ``tta="flip"`` averages them with those of the horizontal mirrors."""
-    from vggcifar.train import predict_probs
-
     if tta not in TTA_MODES:
         raise ValueError(f"Expected `tta` in {TTA_MODES}. Received: tta={tta!r}")
-    probs = predict_probs(model, x)
+    probs = model_probs(model, x)
     if tta == "flip":
-        probs = (probs + predict_probs(model, np.ascontiguousarray(x[:, :, ::-1]))) / 2
+        probs = (probs + model_probs(model, np.ascontiguousarray(x[:, :, ::-1]))) / 2
     return probs
 
 

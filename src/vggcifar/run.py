@@ -20,6 +20,7 @@ and ``comparison.json`` (``compare_runs``).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import platform
@@ -196,9 +197,13 @@ def train_run(
         if not resume and (run_dir / "checkpoints").is_dir() and T.list_checkpoints(run_dir):
             raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it "
                              "or choose another --run-dir")
+        # What "auto" means here (layout, precision) is written down, so the
+        # folder says what ran and a resume on this machine runs the same.
+        config = dataclasses.replace(config, data_format=T.resolve_data_format(config.data_format),
+                                     precision=T.resolve_precision(config.precision))
         fsutil.write_json(run_dir / "config.json", config.to_dict())
         fsutil.write_json(run_dir / "run.json", {"milestones": milestones, "data": data_args or {}})
-        env = {**environment_info(data), "precision": T.resolve_precision(config.precision)}
+        env = {**environment_info(data), "precision": config.precision, "data_format": config.data_format}
         fsutil.write_json(run_dir / "environment.json", env)
         wall_before = 0.0
         if resume and (run_dir / "metrics.json").exists():

@@ -1,0 +1,69 @@
+"""Classify picture files with a saved model: the core of ``vggcifar predict``.
+
+The model is a ``.keras`` file loaded in Keras' safe mode (see
+``evaluate.load_model``); it holds its own pixel scaling, so it takes the raw
+uint8 pictures that ``vggcifar.images`` makes. A picture that cannot be read
+is answered with an error entry; the others are still classified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def model_input_size(model, where) -> tuple[int, int]:
+    """The (height, width) of the uint8 RGB pictures ``model`` takes; a model
+    that takes anything else (floats, channels first) is refused."""
+    shape = tuple(model.input_shape)
+    dtype = str(model.inputs[0].dtype) if getattr(model, "inputs", None) else None
+    if len(shape) != 4 or shape[-1] != 3 or not all(isinstance(d, int) for d in shape[1:3]):
+        raise ValueError(f"{where} takes inputs of shape {shape[1:]}; predict needs a model that takes "
+                         "HxWx3 pictures, as the model.keras a run saves does")
+    if dtype != "uint8":
+        raise ValueError(f"{where} takes {dtype} inputs, not raw uint8 pixels: it does not scale pictures "
+                         "itself; use the model.keras a run saves (built with a rescale layer)")
+    return shape[1], shape[2]
+
+
+def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[dict]:
+    """The ``k`` most probable classes of one probability vector, most probable
+    first (ties: the lower class index first)."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"class": int(i), "label": class_names[i], "probability": float(probs[i])} for i in order]
+
+
+def predict_files(model_path, paths: Sequence, *, top: int = 3) -> list[dict]:
+    """One result per path, in order: ``{"path", "top_k": [{"class", "label",
+    "probability"}, ...]}`` or ``{"path", "error"}`` for a file that is not a
+    usable picture. A model that cannot be used raises ``ValueError``."""
+    from vggcifar.data import class_names_for
+    from vggcifar.evaluate import load_model, model_probs
+    from vggcifar.images import ImageError, read_image, to_model_input
+
+    model = load_model(model_path)
+    size = model_input_size(model, model_path)
+    num_classes = int(model.output_shape[-1])
+    if not isinstance(top, int) or top < 1 or top > num_classes:
+        raise ValueError(f"--top-k must be between 1 and the model's {num_classes} classes. Received: {top!r}")
+    names = class_names_for(num_classes)
+
+    results: list[dict] = []
+    pictures: list[np.ndarray] = []
+    answered: list[int] = []
+    for path in paths:
+        try:
+            # Shrunk at once: a batch holds 32x32 copies, not the full pictures.
+            pictures.append(to_model_input([read_image(path)], size))
+        except ImageError as exc:
+            results.append({"path": str(path), "error": str(exc)})
+            continue
+        answered.append(len(results))
+        results.append({"path": str(path)})
+    if pictures:
+        probs = model_probs(model, np.concatenate(pictures), size)
+        for i, p in zip(answered, probs):
+            results[i]["top_k"] = top_k(p, names, top)
+    return results
+
