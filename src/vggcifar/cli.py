@@ -24,6 +24,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
+    return value
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     from vggcifar.model import CONFIGS, DATA_FORMATS, PADDINGS
 
@@ -157,7 +167,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     from vggcifar.config import PRECISIONS, RECIPES
 
     add_data_options(p)
-    p.add_argument("--recipe", default=None, help=f"training recipe: {', '.join(RECIPES)} (default: spec)")
+    p.add_argument("--recipe", default=None, help=f"training recipe: {', '.join(RECIPES)} (default: spec); "
+                   "experiment: several, comma-separated, are run side by side and compared")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float, help="peak learning rate")
@@ -167,6 +178,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     p.add_argument("--limit-train", type=_positive_int, help="train on the first N images only")
     p.add_argument("--limit-test", type=_positive_int, help="test on the first N images only")
+    p.add_argument("--val-split", type=_non_negative_int, metavar="N",
+                   help="hold out the last N training images for validation; the test set is then used only "
+                        "for the reports; 0: no split (default: spec validates on the test set, the other "
+                        "recipes hold out 5000, at most 10%% of the training set)")
     p.add_argument("--checkpoint-minutes", type=float, help="also checkpoint this often within an epoch (default: 10)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set width=0.25 --set augment='[\"flip\"]' "
@@ -189,17 +204,19 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def _train_config(args, **extra):
+def _train_config(args, recipe: str | None = None):
     from vggcifar.config import make_config
 
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      precision=args.precision, limit_train=args.limit_train, limit_test=args.limit_test,
-                     checkpoint_minutes=args.checkpoint_minutes, **extra)
+                     checkpoint_minutes=args.checkpoint_minutes, val_split=args.val_split)
+    if args.val_split:  # a held-out split replaces the spec's validation on the test set
+        overrides["validate_on_test"] = False
     for key, value in _parse_overrides(args.overrides).items():
         if overrides.get(key) is not None:
             raise UsageError(f"{key} is given twice (as an option and with --set)")
         overrides[key] = value
-    return make_config(args.recipe or "spec", **overrides)
+    return make_config(recipe or args.recipe or "spec", **overrides)
 
 
 def _default_run_dir(recipe: str) -> str:
@@ -210,7 +227,6 @@ def _default_run_dir(recipe: str) -> str:
 
 def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
     from vggcifar import run as R
-    from vggcifar.train import TrainingStopped
 
     if args.resume:
         if not args.run_dir:
@@ -221,18 +237,29 @@ def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
     else:
         config = _train_config(args)
         milestones = milestones_arg or [config.epochs]
-        data_args = {"data": args.data, "dataset": args.dataset, "url": args.data_url, "sha256": args.data_sha256}
+        data_args = _data_args(args)
+    run_dir = args.run_dir or _default_run_dir(config.recipe)
+    return _run_training(config, run_dir, milestones, data_args, resume=args.resume, quiet=args.quiet)
+
+
+def _data_args(args: argparse.Namespace) -> dict:
+    return {"data": args.data, "dataset": args.dataset, "url": args.data_url, "sha256": args.data_sha256}
+
+
+def _run_training(config, run_dir, milestones, data_args, *, resume: bool, quiet: bool) -> int:
+    """Train one run folder; the exit status (TrainingStopped's, or 0)."""
+    from vggcifar import run as R
+    from vggcifar.data import load_dataset
+    from vggcifar.train import TrainingStopped
+
     if config.epochs < milestones[-1]:
         raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
-    run_dir = args.run_dir or _default_run_dir(config.recipe)
-    from vggcifar.data import load_dataset
-
     data = load_dataset(data_args.get("data"), data_args.get("dataset"), limit_train=config.limit_train,
                         limit_test=config.limit_test, url=data_args.get("url"), sha256=data_args.get("sha256"))
     print(f"run folder: {run_dir}")
     try:
-        metrics = R.train_run(config, data, run_dir, milestones=milestones, resume=args.resume,
-                              data_args=data_args, verbose=0 if args.quiet else 1)
+        metrics = R.train_run(config, data, run_dir, milestones=milestones, resume=resume,
+                              data_args=data_args, verbose=0 if quiet else 1)
     except TrainingStopped as stop:
         print(f"vggcifar: {stop.reason}", file=sys.stderr)
         return stop.status
@@ -244,15 +271,59 @@ def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
 def _cmd_experiment(args: argparse.Namespace) -> int:
     if not args.resume and args.epochs is None:
         args.epochs = args.milestones[-1]
+    recipes = [r.strip() for r in (args.recipe or "spec").split(",") if r.strip()]
+    if len(recipes) > 1:
+        return _compare_recipes(args, recipes)
     return _cmd_train(args, milestones_arg=args.milestones)
+
+
+def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
+    """One run folder per recipe under --run-dir, then comparison.md and .json."""
+    from pathlib import Path
+
+    from vggcifar import run as R
+
+    if len(set(recipes)) < len(recipes):
+        raise UsageError(f"--recipe names a recipe twice: {','.join(recipes)}")
+    if args.resume and not args.run_dir:
+        raise UsageError("--resume needs --run-dir: the folder of the comparison to continue")
+    run_dir = Path(args.run_dir or _default_run_dir("compare"))
+    # Everything checked before the first recipe trains: the configs, and that
+    # no recipe's folder holds a run that only --resume may continue.
+    plans = {}
+    for recipe in recipes:
+        folder = run_dir / recipe
+        if args.resume and (folder / "run.json").exists():
+            config, saved = R.resume_arguments(folder)
+            plans[recipe] = (config, saved.get("milestones"), saved.get("data", {}), True)
+            continue
+        if R.holds_run(folder):
+            raise UsageError(f"{folder} already holds a run; pass --resume to continue the comparison "
+                             "or choose another --run-dir")
+        plans[recipe] = (_train_config(args, recipe), args.milestones, _data_args(args), False)
+    for recipe, (config, milestones, data_args, resume) in plans.items():
+        if config.epochs < milestones[-1]:
+            raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
+    diverged = 0
+    for i, (recipe, (config, milestones, data_args, resume)) in enumerate(plans.items(), 1):
+        print(f"recipe {i}/{len(plans)}: {recipe}")
+        status = _run_training(config, run_dir / recipe, milestones, data_args, resume=resume, quiet=args.quiet)
+        if status == 3:  # this recipe's loss diverged: the comparison says so; the others still run
+            diverged = status
+        elif status:  # interrupted: stop here, --resume continues
+            return status
+    R.write_comparison(run_dir, R.compare_runs(run_dir, recipes))
+    print(f"comparison: {run_dir / 'comparison.md'}")
+    return diverged
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vggcifar.evaluate import evaluate_path
 
     metrics, out = evaluate_path(args.target, data=args.data, dataset=args.dataset,
-                                 limit_test=args.limit_test, out_dir=args.out)
-    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% on {metrics['images']} images; "
+                                 limit_test=args.limit_test, out_dir=args.out, tta=args.tta)
+    how = "" if args.tta == "none" else f" with {args.tta} test-time augmentation"
+    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% on {metrics['images']} images{how}; "
           f"files in {out}")
     return 0
 
@@ -275,6 +346,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"vggcifar: error: {r['error']}", file=sys.stderr)
     return 2 if failed else 0
+
+
+def recipes_text(name: str | None = None) -> str:
+    """What `vggcifar recipes [NAME]` prints (and README.md holds): one table per recipe."""
+    from vggcifar.config import RECIPE_SOURCES, RECIPES, recipe_settings
+    from vggcifar.report import recipes_markdown
+
+    names = [name] if name else list(RECIPES)
+    return recipes_markdown({n: recipe_settings(n) for n in names}, RECIPE_SOURCES)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    import json
+
+    from vggcifar.config import RECIPE_SOURCES, RECIPES, recipe_settings
+
+    names = [args.name] if args.name else list(RECIPES)
+    if args.json:
+        out = {n: {"settings": recipe_settings(n), "sources": RECIPE_SOURCES.get(n)} for n in names}
+        print(json.dumps({"recipes": out}, indent=2))
+    else:
+        sys.stdout.write(recipes_text(args.name))
+    return 0
 
 
 # --------------------------------------------------------------------------- #
@@ -361,11 +455,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs to report, comma-separated (default: 10,20,50,100)")
     p.set_defaults(func=_cmd_experiment)
 
+    p = sub.add_parser("recipes", help="every recipe's settings, each with its unit and its source")
+    p.add_argument("name", nargs="?", metavar="NAME", help="one recipe (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    p.set_defaults(func=_cmd_recipes)
+
     p = sub.add_parser("evaluate", help="metrics and pictures for a saved model")
     p.add_argument("target", metavar="RUN_DIR|MODEL.keras")
     add_data_options(p)
     p.add_argument("--limit-test", type=_positive_int, help="the first N test images only")
-    p.add_argument("--out", help="folder for the results (default: RUN_DIR/evaluation or MODEL-evaluation)")
+    p.add_argument("--out", help="folder for the results (default: RUN_DIR/evaluation or MODEL-evaluation, "
+                   "with -flip for --tta flip)")
+    p.add_argument("--tta", choices=("none", "flip"), default="none",
+                   help="test-time augmentation: flip averages the softmax of each image and its mirror "
+                        "(default: none)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify PNG or JPEG pictures with a saved model")

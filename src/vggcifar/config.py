@@ -46,7 +46,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: tuple[str, ...] = ()  # of "crop", "flip", "cutout"
     # --- data and evaluation --------------------------------------------------
-    val_split: int = 0  # images held out of the training set for validation
+    # Training images held out for validation (the last ones); None: the
+    # learning recipes' default, DEFAULT_VAL_SPLIT capped for a small set
+    # (effective_val_split). A run writes the effective number to config.json.
+    val_split: int | None = 0
     validate_on_test: bool = True  # spec: fit(validation_data=(x_test, y_test))
     seed: int = 0
     precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
@@ -71,6 +74,10 @@ class TrainConfig:
 
 
 SCHEDULES = ("inverse_time", "constant", "cosine")
+#: The learning recipes' validation split: the usual 5,000 of CIFAR-10's 50,000
+#: training images (10%); a smaller training set gives VAL_SHARE of itself.
+DEFAULT_VAL_SPLIT = 5000
+VAL_SHARE = 0.1
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 AUGMENTATIONS = ("crop", "flip", "cutout")
 
@@ -84,7 +91,7 @@ _LEARNING = {
     "warmup_epochs": 2.0,
     "label_smoothing": 0.1,
     "augment": ("crop", "flip"),
-    "val_split": 5000,
+    "val_split": None,  # DEFAULT_VAL_SPLIT, at most VAL_SHARE of the training set
     "validate_on_test": False,
     "precision": "auto",
     "epochs": 60,
@@ -118,7 +125,7 @@ RECIPES: dict[str, dict] = {
     },
 }
 
-#: Unit and meaning of each config value, for `vggcifar recipes` and the docs.
+#: Meaning of each config value, for `vggcifar recipes` and the docs.
 FIELD_DOCS: dict[str, str] = {
     "model": "VGG depth (vgg11, vgg13, vgg16, vgg19)",
     "width": "multiplier of every conv's filter count (1.0 = the paper)",
@@ -141,7 +148,7 @@ FIELD_DOCS: dict[str, str] = {
     "weight_decay": "decoupled weight decay per step, times the lr (Keras SGD weight_decay)",
     "label_smoothing": "share of the target spread over all classes",
     "augment": "crop: pad 4 px + random 32x32 crop; flip: horizontal; cutout: one 8x8 square erased",
-    "val_split": "training images held out for validation (at most a fifth of the set)",
+    "val_split": "training images held out for validation; the recipes' default is 5000, at most 10% of the set",
     "validate_on_test": "validate on the test set each epoch, as the spec's fit call does",
     "seed": "seeds initialisation, dropout, augmentation and the shuffle",
     "precision": "float32, mixed_bfloat16, mixed_float16, or auto (bfloat16 on a GPU that has it)",
@@ -162,6 +169,152 @@ RECIPE_SOURCES: dict[str, str] = {
                 "momentum 0.9 so the moving statistics follow the weights (at Keras' 0.99 they lagged "
                 "and inference-mode accuracy stayed at chance in a short run measured here)",
 }
+
+
+#: The optimizer every recipe uses (vggcifar.train.make_optimizer); shown by
+#: `vggcifar recipes` beside the config values.
+OPTIMIZER = "SGD"
+
+#: Settings `vggcifar recipes` always shows, in this order, with every other
+#: value some recipe changes ("optimizer" is OPTIMIZER, not a config field).
+KEY_SETTINGS = ("model", "batch_norm", "kernel_initializer", "optimizer", "lr", "momentum", "nesterov",
+                "weight_decay", "schedule", "decay", "warmup_epochs", "epochs", "batch_size", "augment",
+                "label_smoothing", "val_split", "validate_on_test", "precision")
+
+#: Unit of each value `vggcifar recipes` can show.
+FIELD_UNITS: dict[str, str] = {
+    "model": "network",
+    "width": "x filters",
+    "batch_norm": "yes/no",
+    "bn_momentum": "weight of old value",
+    "padding": "layer style",
+    "data_format": "layout",
+    "dense_units": "units per layer",
+    "dropout": "share of units",
+    "kernel_initializer": "initializer",
+    "dense_initializer": "initializer",
+    "optimizer": "optimizer",
+    "epochs": "epochs",
+    "batch_size": "images per step",
+    "lr": "per step (peak)",
+    "momentum": "share of last step",
+    "nesterov": "yes/no",
+    "schedule": "lr over steps",
+    "decay": "per step",
+    "warmup_epochs": "epochs",
+    "weight_decay": "per step, times lr",
+    "label_smoothing": "share of target",
+    "augment": "transforms",
+    "val_split": "images",
+    "validate_on_test": "yes/no",
+    "seed": "integer",
+    "precision": "dtype policy",
+    "checkpoint_minutes": "minutes",
+}
+
+#: Where each default value comes from: the `spec` recipe's sources.
+DEFAULT_SOURCES: dict[str, str] = {
+    "model": "spec: VGG-16",
+    "width": "spec: the paper's filter counts",
+    "batch_norm": "spec: none",
+    "bn_momentum": "Keras BatchNormalization default",
+    "padding": "same function as the spec's ZeroPadding2D + valid conv, faster",
+    "data_format": "faster layout per backend, measured (docs/performance.md)",
+    "dense_units": "spec: 4096-4096 head",
+    "dropout": "spec: Dropout(0.5)",
+    "kernel_initializer": "spec: Keras default",
+    "dense_initializer": "spec: Keras default",
+    "optimizer": "spec: SGD",
+    "epochs": "spec: results after 10, 20, 50, 100 epochs",
+    "batch_size": "Keras fit default (the spec sets none)",
+    "lr": "spec text (its code says 0.1)",
+    "momentum": "old Keras SGD default (the spec sets none)",
+    "nesterov": "spec: nesterov=True",
+    "schedule": "spec: old Keras SGD decay=",
+    "decay": "spec: decay=1e-6",
+    "warmup_epochs": "spec: none",
+    "weight_decay": "spec: none",
+    "label_smoothing": "spec: none",
+    "augment": "spec: none",
+    "val_split": "spec: validates on the test set",
+    "validate_on_test": "spec: fit(validation_data=(x_test, y_test))",
+    "seed": "chosen here",
+    "precision": "spec: Keras default float32",
+    "checkpoint_minutes": "chosen here",
+}
+
+_LEARNING_SOURCES = {
+    "momentum": "published VGG-16 CIFAR-10 runs (SGD, Nesterov 0.9)",
+    "schedule": "published VGG-16(-BN) CIFAR-10 runs; warm-up: Goyal et al. 2017",
+    "warmup_epochs": "Goyal et al. 2017 gradual warm-up",
+    "label_smoothing": "Szegedy et al. 2016",
+    "augment": "published VGG-16 CIFAR-10 runs (pad 4 + crop, flip)",
+    "val_split": "10% of CIFAR-10's training set; the test set kept for the reports",
+    "validate_on_test": "the test set kept for the reports",
+    "precision": "bfloat16 where the GPU computes in it, else float32",
+    "epochs": "a budget chosen here (published runs: 200-300)",
+}
+
+#: Where each recipe's changed values come from; a value a recipe does not
+#: change has its DEFAULT_SOURCES entry.
+VALUE_SOURCES: dict[str, dict[str, str]] = {
+    "spec": {},
+    "spec-he": {
+        **_LEARNING_SOURCES,
+        "kernel_initializer": "He et al. 2015",
+        "batch_size": "chosen here for speed; lr scaled to it",
+        "lr": "0.01 at batch 64, measured here; scaled linearly to batch 128",
+        "weight_decay": "the published VGG-16 (no BN) runs' L2 value, here decoupled",
+    },
+    "vgg16-bn": {
+        **_LEARNING_SOURCES,
+        "batch_norm": "Ioffe & Szegedy 2015",
+        "bn_momentum": "measured here: at 0.99 inference accuracy stayed at chance in a short run",
+        "kernel_initializer": "He et al. 2015",
+        "dense_initializer": "Keras default",
+        "dense_units": "published VGG-16-BN CIFAR-10 runs: 512-512 head",
+        "batch_size": "published VGG-16-BN CIFAR-10 run at batch 256 (94.16%)",
+        "lr": "published VGG-16-BN CIFAR-10 runs",
+        "weight_decay": "decoupled 5e-3 ~ coupled L2 5e-4 at momentum 0.9",
+    },
+}
+
+
+def _unused(key: str, c: TrainConfig) -> bool:
+    """True when ``key``'s value has no effect under the rest of ``c``."""
+    return {
+        "bn_momentum": not c.batch_norm,
+        "nesterov": c.momentum == 0,
+        "decay": c.schedule != "inverse_time",
+        "warmup_epochs": c.schedule != "cosine",
+    }.get(key, False)
+
+
+def recipe_settings(recipe: str) -> list[dict]:
+    """What `vggcifar recipes` shows of ``recipe``: the key settings and every
+    value some recipe changes, in config order, each as {key, value, unit,
+    source, changed (differs from the defaults), used (has an effect), meaning}."""
+    config = make_config(recipe)
+    defaults = TrainConfig().to_dict()
+    values = config.to_dict()
+    others = [make_config(r).to_dict() for r in RECIPES]
+    order = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "recipe"]
+    order.insert(order.index("lr"), "optimizer")
+    shown = [k for k in order if k in KEY_SETTINGS or any(o.get(k) != defaults.get(k) for o in others)]
+    rows = []
+    for key in shown:
+        value = OPTIMIZER if key == "optimizer" else values[key]
+        changed = key != "optimizer" and value != defaults[key]
+        rows.append({
+            "key": key,
+            "value": value,
+            "unit": FIELD_UNITS[key],
+            "source": VALUE_SOURCES[recipe][key] if changed else DEFAULT_SOURCES[key],
+            "changed": changed,
+            "used": not _unused(key, config),
+            "meaning": FIELD_DOCS.get(key, "the optimizer's update rule"),
+        })
+    return rows
 
 
 def _coerce(name: str, value, annotation):
@@ -222,12 +375,43 @@ def validate(c: TrainConfig) -> None:
     need(c.weight_decay >= 0, "weight_decay", "to be >= 0")
     need(0 <= c.label_smoothing < 1, "label_smoothing", "in [0, 1)")
     need(all(a in AUGMENTATIONS for a in c.augment), "augment", f"to hold only {AUGMENTATIONS}")
-    need(c.val_split >= 0, "val_split", "to be >= 0")
+    need(c.val_split is None or c.val_split >= 0, "val_split", "to be >= 0")
+    need(not c.validate_on_test or c.val_split == 0, "val_split",
+         "to be 0 while validate_on_test is true (the spec validates on the test set); "
+         "--val-split N also stops validating on the test set")
     need(c.precision in PRECISIONS, "precision", f"in {PRECISIONS}")
     need(0 < c.bn_momentum < 1, "bn_momentum", "in (0, 1)")
     need(c.checkpoint_minutes > 0, "checkpoint_minutes", "to be > 0")
     for name in ("limit_train", "limit_test"):
         need(getattr(c, name) is None or getattr(c, name) >= 1, name, "to be a positive integer")
+
+
+def effective_val_split(config: TrainConfig, train_images: int) -> int:
+    """How many of ``train_images`` training images ``config`` holds out for
+    validation: the one place the rule lives.
+
+    - validating on the test set (the spec): none;
+    - ``val_split=None`` (the learning recipes): DEFAULT_VAL_SPLIT, at most
+      VAL_SHARE of the training set, and never so many that fewer than
+      ``batch_size`` images are left to train on;
+    - an explicit number: exactly that many, or an error when it would leave
+      fewer than ``batch_size`` images to train on.
+    """
+    if config.validate_on_test:
+        return 0
+    if config.val_split is None:
+        return max(0, min(DEFAULT_VAL_SPLIT, int(VAL_SHARE * train_images), train_images - config.batch_size))
+    if config.val_split and train_images - config.val_split < config.batch_size:
+        raise ValueError(
+            f"Expected `val_split` to leave at least batch_size={config.batch_size} of the {train_images} "
+            f"training images to train on; pass a smaller --val-split (0: no validation split). "
+            f"Received: val_split={config.val_split}")
+    return config.val_split
+
+
+def resolve_val_split(config: TrainConfig, train_images: int) -> TrainConfig:
+    """``config`` with its effective validation split written in, as a run records it."""
+    return dataclasses.replace(config, val_split=effective_val_split(config, train_images))
 
 
 def load_config(path) -> TrainConfig:

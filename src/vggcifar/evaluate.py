@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from vggcifar import fsutil
+
+#: Test-time augmentation: "none", or "flip": the mean softmax of each image
+#: and its horizontal mirror.
+TTA_MODES = ("none", "flip")
 
 
 def load_model(path):
@@ -36,13 +42,29 @@ def model_probs(model, images, size=None):
     return predict_probs(model, to_model_input(images, size or INPUT_SIZE))
 
 
-def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=None):
-    """Evaluate ``target`` (a run folder or a .keras file) on the test set;
-    returns (metrics, output folder)."""
+def predict_tta(model, x: np.ndarray, tta: str = "none") -> np.ndarray:
+    """Softmax outputs of ``model`` on uint8 images ``x`` (N, H, W, C);
+    ``tta="flip"`` averages them with those of the horizontal mirrors."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"Expected `tta` in {TTA_MODES}. Received: tta={tta!r}")
+    probs = model_probs(model, x)
+    if tta == "flip":
+        probs = (probs + model_probs(model, np.ascontiguousarray(x[:, :, ::-1]))) / 2
+    return probs
+
+
+def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=None, tta="none"):
+    """Evaluate ``target`` (a run folder or a .keras file) on the test set,
+    with test-time augmentation ``tta`` (see TTA_MODES); returns (metrics,
+    output folder). The default folder is ``evaluation``, ``evaluation-flip``
+    with flip TTA."""
     from vggcifar.data import load_dataset
     from vggcifar.metrics import summarize
     from vggcifar.run import write_evaluation
 
+    if tta not in TTA_MODES:
+        raise ValueError(f"Expected `tta` in {TTA_MODES}. Received: tta={tta!r}")
+    suffix = "" if tta == "none" else f"-{tta}"
     target = Path(target)
     epoch = None
     if target.is_dir():
@@ -56,17 +78,17 @@ def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=N
             limit_test = fsutil.read_json(target / "config.json").get("limit_test")
         if (target / "metrics.json").exists():
             epoch = fsutil.read_json(target / "metrics.json").get("epoch")
-        out = Path(out_dir) if out_dir else target / "evaluation"
+        out = Path(out_dir) if out_dir else target / f"evaluation{suffix}"
     else:
         model_path = target
-        out = Path(out_dir) if out_dir else target.with_name(target.stem + "-evaluation")
+        out = Path(out_dir) if out_dir else target.with_name(f"{target.stem}-evaluation{suffix}")
     model = load_model(model_path)
     cifar = load_dataset(data, dataset, limit_train=1, limit_test=limit_test)
     if model.output_shape[-1] != cifar.num_classes:
         raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but the dataset has "
                          f"{cifar.num_classes} classes; pass the matching --data or --dataset")
-    probs = model_probs(model, cifar.x_test)
-    metrics = {"epoch": epoch, **summarize(probs, cifar.y_test, cifar.class_names),
+    probs = predict_tta(model, cifar.x_test, tta)
+    metrics = {"epoch": epoch, **summarize(probs, cifar.y_test, cifar.class_names), "tta": tta,
                "model": str(model_path), "synthetic": cifar.synthetic, "subset": cifar.subset}
     write_evaluation(out, metrics, synthetic=cifar.synthetic)
     return metrics, out

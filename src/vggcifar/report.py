@@ -105,3 +105,76 @@ def render(
         "",
     ]
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- #
+# recipes side by side
+# --------------------------------------------------------------------------- #
+def comparison_markdown(comparison: dict) -> str:
+    """comparison.md from ``vggcifar.run.compare_runs``' result."""
+    milestones = comparison["milestones"]
+    out = [f"# VGG-16 on {comparison.get('dataset') or 'unknown data'}: recipes compared", ""]
+    if comparison.get("synthetic"):
+        out += ["> **Synthetic data.** These figures come from the synthetic CIFAR-shaped set, "
+                "not CIFAR-10: they show that the pipeline works, nothing about VGG-16 on CIFAR-10.", ""]
+    head = ["recipe", *[f"accuracy after {m}" for m in milestones], "final accuracy", "collapsed",
+            "time of learning", "images/s"]
+    out += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(milestones) + 1) + "---|---:|---:|"]
+
+    def pct(v):
+        return "—" if v is None else f"{100 * v:.2f}%"
+
+    for r in comparison["rows"]:
+        name = f"[`{r['recipe']}`]({r['folder']}/report.md)" + (" (synthetic)" if r.get("synthetic") else "")
+        final = pct(r["final_accuracy"]) if r["status"] == "complete" else r["status"]
+        cells = [name, *[pct(r["test_accuracy"].get(str(m))) for m in milestones], final,
+                 "yes" if r["collapsed"] else "no",
+                 "—" if r["train_seconds"] is None else hms(r["train_seconds"]),
+                 "—" if r["images_per_second"] is None else f"{r['images_per_second']:.0f}"]
+        out.append("| " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "Accuracy is on the test set after that many epochs (— where the recipe did not run to it); "
+        "each recipe's own report has its confusion matrices and curves. Time of learning counts training "
+        "steps only (h:mm:ss); images/s is training images times epochs over that time.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- #
+# `vggcifar recipes`
+# --------------------------------------------------------------------------- #
+def format_setting(key: str, value) -> str:
+    """A config value as `vggcifar recipes` shows it."""
+    from vggcifar.config import DEFAULT_VAL_SPLIT, VAL_SHARE
+
+    if value is None:
+        return {"val_split": f"{DEFAULT_VAL_SPLIT}, at most {VAL_SHARE:.0%} of the set",
+                "dense_initializer": "as the convs"}.get(key, "none")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def recipes_markdown(settings: dict[str, list[dict]], notes: dict[str, str]) -> str:
+    """One table per recipe from ``vggcifar.config.recipe_settings``: values
+    that differ from the defaults in bold, values without effect marked."""
+    out = []
+    for recipe, rows in settings.items():
+        out += [f"**`{recipe}`**", "", "| setting | value | unit | source |", "|---|---|---|---|"]
+        for r in rows:
+            value = format_setting(r["key"], r["value"])
+            if r["changed"]:
+                value = f"**{value}**"
+            if not r["used"]:
+                value += " (no effect)"
+            out.append(f"| {r['key']} | {value} | {r['unit']} | {r['source']} |")
+        out.append("")
+        if notes.get(recipe):
+            out += [f"Sources: {notes[recipe]}.", ""]
+    return "\n".join(out)

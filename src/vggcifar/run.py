@@ -11,6 +11,10 @@ Layout of ``RUN_DIR``::
                        confusion_matrix.csv, confusion_matrix.png
     model.keras, metrics.json, confusion_matrix.csv/.png   the last milestone
     curves.png, report.md
+
+``vggcifar experiment --recipe a,b`` trains one such folder per recipe,
+``RUN_DIR/a/``, ``RUN_DIR/b/``, and compares them in ``RUN_DIR/comparison.md``
+and ``comparison.json`` (``compare_runs``).
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from vggcifar import fsutil
-from vggcifar.config import TrainConfig, load_config
+from vggcifar.config import TrainConfig, load_config, resolve_val_split
 from vggcifar.data import CifarData
 from vggcifar.metrics import summarize
-from vggcifar.report import collapse_message, hms, render
+from vggcifar.report import collapse_message, comparison_markdown, hms, render
 
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 
@@ -183,6 +187,10 @@ def train_run(
     if milestones[-1] != config.epochs or milestones[0] < 1:
         raise ValueError(f"Expected milestones within 1..{config.epochs} ending at the last epoch. "
                          f"Received: milestones={milestones}")
+    # The split as this training set makes it, so config.json says what was
+    # done and a resumed run splits alike.
+    config = resolve_val_split(config, len(data.x_train))
+    val_images = 0 if config.validate_on_test else config.val_split
     started = time.monotonic()
     with fsutil.RunLock(run_dir):
         fsutil.remove_stale_temps(run_dir)
@@ -219,6 +227,8 @@ def train_run(
                 "status": "complete" if end.epoch == config.epochs else "milestone",
                 "synthetic": data.synthetic,
                 "subset": data.subset,
+                "train_images": len(data.x_train) - val_images,
+                "val_images": val_images,
             }
             folder = milestone_dir(run_dir, end.epoch)
             save_model(end.model, folder / "model.keras")
@@ -285,6 +295,9 @@ def write_report(run_dir: Path, milestones: list[int], *, notes: list[str] = ())
         )
     if config.get("validate_on_test"):
         notes.append("As in the spec's `fit` call, the validation curve is the test set.")
+    elif config.get("val_split"):
+        notes.append(f"The validation curve is {config['val_split']} images held out of the training set; "
+                     "the test set is used only for the figures above.")
     text = render(title=f"VGG-16 on {env['dataset']['name']}: results", milestones=ms, environment=env,
                   config=config, notes=notes)
     fsutil.write_text(run_dir / "report.md", text)
@@ -298,3 +311,72 @@ def resume_arguments(run_dir) -> tuple[TrainConfig, dict]:
             raise ValueError(f"{run_dir / name} is missing: {run_dir} is not a vggcifar run folder "
                              "(or its first epoch never started); start it again without --resume")
     return load_config(run_dir / "config.json"), fsutil.read_json(run_dir / "run.json")
+
+
+# --------------------------------------------------------------------------- #
+# recipes side by side
+# --------------------------------------------------------------------------- #
+def holds_run(run_dir) -> bool:
+    """True when ``run_dir`` has checkpoints of a run (train_run would refuse it without resume)."""
+    from vggcifar.train import list_checkpoints
+
+    return bool(list_checkpoints(run_dir))
+
+
+def _read(path: Path) -> dict:
+    try:
+        return fsutil.read_json(path)
+    except (OSError, ValueError):
+        return {}
+
+
+def _train_images(folder: Path, final: dict) -> int | None:
+    """Images trained on per epoch: metrics.json says so; older runs, from
+    their config and dataset record."""
+    if final.get("train_images") is not None:
+        return final["train_images"]
+    config, env = _read(folder / "config.json"), _read(folder / "environment.json")
+    total = env.get("dataset", {}).get("train_images")
+    if total is None or not config:
+        return None
+    return total - (0 if config.get("validate_on_test") else config.get("val_split") or 0)
+
+
+def compare_runs(run_dir, recipes: list[str]) -> dict:
+    """The comparison of the run folders ``run_dir/<recipe>/``, from their
+    files: test accuracy at each milestone, the final one, collapse, time of
+    learning and training images per second."""
+    run_dir = Path(run_dir)
+    rows, milestones, dataset, synthetic = [], set(), None, False
+    for recipe in recipes:
+        folder = run_dir / recipe
+        final = _read(folder / "metrics.json")
+        ms = _read(folder / "run.json").get("milestones", [])
+        milestones.update(ms)
+        accuracy = {}
+        for m in ms:
+            accuracy[str(m)] = _read(milestone_dir(folder, m) / "metrics.json").get("test_accuracy")
+        env = _read(folder / "environment.json").get("dataset", {})
+        dataset = dataset or env.get("name")
+        seconds, epoch, images = final.get("train_seconds"), final.get("epoch"), _train_images(folder, final)
+        status = final.get("status", "missing")
+        row = {
+            "recipe": recipe,
+            "folder": recipe,
+            "status": status,
+            "test_accuracy": accuracy,
+            "final_accuracy": final.get("test_accuracy") if status == "complete" else None,
+            "collapsed": bool(final.get("collapse")),
+            "train_seconds": seconds,
+            "images_per_second": images * epoch / seconds if seconds and epoch and images else None,
+            "synthetic": bool(final.get("synthetic", env.get("synthetic", False))),
+        }
+        synthetic = synthetic or row["synthetic"]
+        rows.append(row)
+    return {"dataset": dataset, "milestones": sorted(milestones), "synthetic": synthetic, "rows": rows}
+
+
+def write_comparison(run_dir, comparison: dict) -> None:
+    """comparison.json and comparison.md in ``run_dir``."""
+    fsutil.write_json(Path(run_dir) / "comparison.json", comparison)
+    fsutil.write_text(Path(run_dir) / "comparison.md", comparison_markdown(comparison))

@@ -20,7 +20,7 @@ import numpy as np
 import keras
 
 from vggcifar import fsutil
-from vggcifar.config import TrainConfig
+from vggcifar.config import TrainConfig, effective_val_split
 from vggcifar.data import CifarData
 from vggcifar.metrics import cross_entropy
 from vggcifar.model import build_vgg
@@ -476,11 +476,10 @@ def _raise_stop(signals: _StopSignals, run_dir) -> None:
 
 def split_validation(config: TrainConfig, data: CifarData):
     """(x_train, y_train, x_val, y_val): the spec validates on the test set;
-    other recipes hold out the last ``val_split`` training images."""
+    other recipes hold out the last training images (how many:
+    vggcifar.config.effective_val_split)."""
     if config.validate_on_test:
         return data.x_train, data.y_train, data.x_test, data.y_test
     n = len(data.x_train)
-    k = min(config.val_split, n // 5) if config.val_split else 0
-    if k == 0:
-        return data.x_train, data.y_train, data.x_train[:0], data.y_train[:0]
+    k = effective_val_split(config, n)
     return data.x_train[:n - k], data.y_train[:n - k], data.x_train[n - k:], data.y_train[n - k:]
