@@ -153,6 +153,39 @@ def _milestones(text: str) -> list[int]:
     return values
 
 
+def _devices(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a positive integer, received {text!r}") from None
+
+
+#: keras.distribution.initialize reads these when its arguments are not given.
+MULTI_HOST_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                  "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+def _initialize_hosts(args: argparse.Namespace) -> None:
+    """Join a multi-host JAX cluster when the options or keras' variables say so;
+    it must happen before anything computes."""
+    import os
+
+    given = (args.coordinator, args.num_processes, args.process_id)
+    if all(v is None for v in given) and not any(os.environ.get(k) for k in MULTI_HOST_ENV):
+        return
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise UsageError(f"multi-host training needs the JAX backend, not {keras.backend.backend()}: "
+                         "run with KERAS_BACKEND=jax")
+    if args.num_processes is not None and args.process_id is not None and not (
+            0 <= args.process_id < args.num_processes):
+        raise UsageError(f"--process-id {args.process_id} is outside 0..{args.num_processes - 1}")
+    keras.distribution.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from vggcifar.config import PRECISIONS, RECIPES
 
@@ -171,6 +204,15 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set width=0.25 --set augment='[\"flip\"]' "
                         "(VALUE is JSON, else a string; see `vggcifar recipes`)")
+    p.add_argument("--devices", type=_devices, metavar="all|N",
+                   help="train data-parallel on N (or all) visible accelerators; more than one needs "
+                        "KERAS_BACKEND=jax (default: 1; with --resume, replaces the run's value)")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-host: address of process 0 (env: KERAS_DISTRIBUTION_JOB_ADDRESSES)")
+    p.add_argument("--num-processes", type=_positive_int,
+                   help="multi-host: number of processes (env: KERAS_DISTRIBUTION_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int,
+                   help="multi-host: this process's id, 0 to N-1 (env: KERAS_DISTRIBUTION_PROCESS_ID)")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bar")
 
 
@@ -194,7 +236,7 @@ def _train_config(args, **extra):
 
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      precision=args.precision, limit_train=args.limit_train, limit_test=args.limit_test,
-                     checkpoint_minutes=args.checkpoint_minutes, **extra)
+                     checkpoint_minutes=args.checkpoint_minutes, devices=args.devices, **extra)
     for key, value in _parse_overrides(args.overrides).items():
         if overrides.get(key) is not None:
             raise UsageError(f"{key} is given twice (as an option and with --set)")
@@ -216,6 +258,10 @@ def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
         if not args.run_dir:
             raise UsageError("--resume needs --run-dir: the run folder to continue")
         config, saved = R.resume_arguments(args.run_dir)
+        if args.devices is not None:  # the machine may differ; the recipe does not
+            import dataclasses
+
+            config = dataclasses.replace(config, devices=args.devices)
         data_args = saved.get("data", {})
         milestones = saved.get("milestones")
     else:
@@ -225,6 +271,10 @@ def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
     if config.epochs < milestones[-1]:
         raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
     run_dir = args.run_dir or _default_run_dir(config.recipe)
+    _initialize_hosts(args)
+    from vggcifar.train import resolve_devices
+
+    resolve_devices(config.devices, config.batch_size)  # a bad --devices fails before the data loads
     from vggcifar.data import load_dataset
 
     data = load_dataset(data_args.get("data"), data_args.get("dataset"), limit_train=config.limit_train,

@@ -7,6 +7,7 @@ batches as an uninterrupted one; on CPU the final weights are bit-identical.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -183,6 +184,94 @@ def current_lr(optimizer) -> float:
 
 
 # --------------------------------------------------------------------------- #
+# devices
+# --------------------------------------------------------------------------- #
+#: The backends on which keras.distribution trains data-parallel.
+DISTRIBUTED_BACKENDS = ("jax",)
+
+
+def visible_devices(backend: str | None = None) -> list[str]:
+    """The accelerators (else CPUs) the backend trains on, across all hosts."""
+    backend = backend or keras.backend.backend()
+    if backend in DISTRIBUTED_BACKENDS:
+        return list(keras.distribution.list_devices())
+    count = 1
+    try:
+        if backend == "torch":
+            import torch
+
+            count = torch.cuda.device_count() or 1
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            count = len(tf.config.list_physical_devices("GPU")) or 1
+    except Exception:  # device discovery failed: one device, the default
+        pass
+    return [f"device:{i}" for i in range(count)]
+
+
+def resolve_devices(devices: int | str, batch_size: int, backend: str | None = None) -> list[str]:
+    """The devices a config's ``devices`` ("all" or a count) means here.
+
+    Raises ValueError, naming the fix, when the backend cannot train on more
+    than one device, when fewer are visible, or when the batch does not split
+    evenly among them.
+    """
+    backend = backend or keras.backend.backend()
+    visible = visible_devices(backend)
+    if devices == "all":
+        chosen = visible
+    else:
+        if devices > len(visible):
+            raise ValueError(f"devices={devices} asks for more devices than the {len(visible)} visible "
+                             f"({', '.join(visible)}); pass --devices {len(visible)} or --devices all")
+        chosen = visible[:devices]
+    if len(chosen) > 1 and backend not in DISTRIBUTED_BACKENDS:
+        raise ValueError(f"training on {len(chosen)} devices needs the JAX backend (keras.distribution), "
+                         f"not {backend}: run with KERAS_BACKEND=jax, or pass --devices 1")
+    if batch_size % len(chosen):
+        raise ValueError(f"batch_size={batch_size} does not split evenly among {len(chosen)} devices; "
+                         f"pass a --batch-size that is a multiple of {len(chosen)}")
+    return chosen
+
+
+def data_parallel(config: TrainConfig):
+    """keras.distribution.DataParallel over the config's devices, or None for one."""
+    devices = resolve_devices(config.devices, config.batch_size)
+    if len(devices) == 1:
+        return None
+    return keras.distribution.DataParallel(devices=devices)
+
+
+def device_scope(config: TrainConfig):
+    """A context in which models are built and trained on the config's devices:
+    variables are replicated and each step's batch is split along its first axis
+    (the scope sets keras' global distribution and restores the previous one on exit)."""
+    distribution = data_parallel(config)
+    return distribution.scope() if distribution is not None else contextlib.nullcontext()
+
+
+def process_rows(idx: np.ndarray) -> np.ndarray:
+    """This process's share of a global batch's rows. With one process (one
+    host) that is every row; with several (keras.distribution.initialize), each
+    feeds one contiguous slice and JAX assembles the global batch from them."""
+    if keras.backend.backend() not in DISTRIBUTED_BACKENDS:
+        return idx
+    import jax
+
+    if jax.process_count() == 1:
+        return idx
+    return np.array_split(idx, jax.process_count())[jax.process_index()]
+
+
+def usable_images(n: int, batch_size: int, devices: int) -> int:
+    """Images an epoch trains on: all but the remainder of a short last batch
+    that does not split among the devices (at most devices - 1 images, different
+    ones each epoch, as the shuffle moves them)."""
+    return n - (n % batch_size) % devices
+
+
+# --------------------------------------------------------------------------- #
 # batches
 # --------------------------------------------------------------------------- #
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -211,7 +300,11 @@ def train_batch(train_model: keras.Model, x: np.ndarray, y: np.ndarray, idx: np.
     the model scales it to float32 itself. Returns the step's logs as floats
     (reading them waits for the step to finish, on any device).
     """
-    logs = train_model.train_on_batch(x[idx], one_hot(y[idx], num_classes), return_dict=True)
+    # Under a keras.distribution (JAX), train_on_batch itself places the batch
+    # with the distribution's data layout (sharded along the batch axis); each
+    # process hands it only its own rows.
+    rows = process_rows(idx)
+    logs = train_model.train_on_batch(x[rows], one_hot(y[rows], num_classes), return_dict=True)
     return {k: float(v) for k, v in logs.items()}
 
 
@@ -344,11 +437,18 @@ def fit(
 
     ``on_epoch_end(EpochEnd)`` runs after every epoch, after its checkpoint.
     ``max_steps`` stops (with a checkpoint) after that many steps in this call:
-    for tests and benchmarks of interruption.
+    for tests and benchmarks of interruption. The model is built and trained
+    on ``config.devices`` (data-parallel on more than one, see ``device_scope``).
     """
-    run_dir = Path(run_dir)
+    devices = len(resolve_devices(config.devices, config.batch_size))
+    with device_scope(config):
+        return _fit(config, data, Path(run_dir), devices=devices, resume=resume, on_epoch_end=on_epoch_end,
+                    log=log, verbose=verbose, max_steps=max_steps)
+
+
+def _fit(config, data, run_dir, *, devices, resume, on_epoch_end, log, verbose, max_steps):
     x_train, y_train, x_val, y_val = split_validation(config, data)
-    n = len(x_train)
+    n = usable_images(len(x_train), config.batch_size, devices)
     steps_per_epoch = math.ceil(n / config.batch_size)
     model, train_model = build_training(config, data.num_classes, steps_per_epoch)
     optimizer = train_model.optimizer
@@ -368,7 +468,7 @@ def fit(
 
     with _StopSignals() as signals:
         for epoch in range(state.epoch, config.epochs):
-            perm = epoch_permutation(config.seed, epoch, n)
+            perm = epoch_permutation(config.seed, epoch, len(x_train))[:n]
             bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose,
                                       stateful_metrics=["loss", "accuracy"])
             if verbose:
