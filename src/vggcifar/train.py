@@ -219,16 +219,14 @@ def resolve_devices(devices: int | str, batch_size: int, backend: str | None = N
     """
     backend = backend or keras.backend.backend()
     visible = visible_devices(backend)
-    if devices == "all":
-        chosen = visible
-    else:
-        if devices > len(visible):
-            raise ValueError(f"devices={devices} asks for more devices than the {len(visible)} visible "
-                             f"({', '.join(visible)}); pass --devices {len(visible)} or --devices all")
-        chosen = visible[:devices]
-    if len(chosen) > 1 and backend not in DISTRIBUTED_BACKENDS:
-        raise ValueError(f"training on {len(chosen)} devices needs the JAX backend (keras.distribution), "
+    count = len(visible) if devices == "all" else devices
+    if count > 1 and backend not in DISTRIBUTED_BACKENDS:
+        raise ValueError(f"training on {count} devices needs the JAX backend (keras.distribution), "
                          f"not {backend}: run with KERAS_BACKEND=jax, or pass --devices 1")
+    if count > len(visible):
+        raise ValueError(f"devices={devices} asks for more devices than the {len(visible)} visible "
+                         f"({', '.join(visible)}); pass --devices {len(visible)} or --devices all")
+    chosen = visible[:count]
     if batch_size % len(chosen):
         raise ValueError(f"batch_size={batch_size} does not split evenly among {len(chosen)} devices; "
                          f"pass a --batch-size that is a multiple of {len(chosen)}")
