@@ -23,9 +23,9 @@ import keras
 from vggcifar import fsutil
 from vggcifar.config import TrainConfig
 from vggcifar.data import CifarData
-from vggcifar.metrics import cross_entropy
+from vggcifar.metrics import MODE_CHECK_IMAGES, cross_entropy, mode_mismatch
 from vggcifar.model import build_vgg
-from vggcifar.report import hms
+from vggcifar.report import hms, mismatch_message
 
 INFERENCE_BATCH = 256  # images per predict step; memory only, not numerics
 KEEP_CHECKPOINTS = 2  # the newest and the one before it, in case the newest is damaged
@@ -450,6 +450,9 @@ def _fit(config, data, run_dir, *, devices, resume, on_epoch_end, log, verbose, 
     steps_per_epoch = math.ceil(n / config.batch_size)
     model, train_model = build_training(config, data.num_classes, steps_per_epoch)
     optimizer = train_model.optimizer
+    # The fixed sample of the train/inference check: evenly spaced training images.
+    check_rows = np.linspace(0, len(x_train) - 1, min(MODE_CHECK_IMAGES, len(x_train))).astype(np.int64)
+    x_check, y_check = x_train[check_rows], y_train[check_rows]
 
     state = None
     if resume:
@@ -507,10 +510,15 @@ def _fit(config, data, run_dir, *, devices, resume, on_epoch_end, log, verbose, 
 
             # ---- epoch end: validation, history, checkpoint ------------------
             val_probs = predict_probs(model, x_val) if len(x_val) else None
+            accuracy = state.correct_sum / state.seen
+            check_acc = float((predict_probs(model, x_check).argmax(1) == y_check).mean())
+            mismatch = mode_mismatch(accuracy, check_acc, data.num_classes)
             row = {
                 "epoch": epoch + 1,
                 "loss": state.loss_sum / state.seen,
-                "accuracy": state.correct_sum / state.seen,
+                "accuracy": accuracy,
+                "train_inference_accuracy": check_acc,
+                "inference_mismatch": int(mismatch),
                 "val_loss": cross_entropy(val_probs, y_val) if val_probs is not None else None,
                 "val_accuracy": float((val_probs.argmax(1) == y_val).mean()) if val_probs is not None else None,
                 "lr": current_lr(optimizer),
@@ -527,6 +535,9 @@ def _fit(config, data, run_dir, *, devices, resume, on_epoch_end, log, verbose, 
             log(f"epoch {state.epoch}/{config.epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}"
                 + (f", val_accuracy {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "")
                 + f"; trained {hms(state.train_seconds)}, ETA {hms(eta)} of training")
+            if mismatch:
+                log("WARNING: " + mismatch_message(row["epoch"], accuracy, check_acc, data.num_classes,
+                                                   batch_norm=config.batch_norm))
             if on_epoch_end is not None:
                 on_epoch_end(EpochEnd(epoch + 1, model, state, val_probs))
             if should_stop() and state.epoch < config.epochs:
