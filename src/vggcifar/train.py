@@ -535,6 +535,9 @@ def _fit(config, data, run_dir, *, devices, resume, on_epoch_end, log, verbose, 
             log(f"epoch {state.epoch}/{config.epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}"
                 + (f", val_accuracy {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "")
                 + f"; trained {hms(state.train_seconds)}, ETA {hms(eta)} of training")
+            # Warn, do not stop: the moving statistics can still catch up (early in a
+            # run the flag is often transient), the weights themselves are learning,
+            # and the checkpoint lets a reader inspect or continue the run.
             if mismatch:
                 log("WARNING: " + mismatch_message(row["epoch"], accuracy, check_acc, data.num_classes,
                                                    batch_norm=config.batch_norm))
