@@ -66,7 +66,8 @@ def test_run_folder_is_complete_and_consistent(tmp_path, data):
     assert fsutil.read_json(run / "environment.json")["data_format"] == written["data_format"]
     history = read_history(run / "history.csv")
     assert [h["epoch"] for h in history] == [1, 2]
-    assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                               "train_inference_accuracy", "inference_mismatch"}
     # The spec's decay: lr / (1 + 1e-6 * iterations), 5 steps an epoch.
     assert history[1]["lr"] == pytest.approx(0.05 / (1 + 1e-6 * 10), rel=1e-6)
     # The last epoch's validation on the test set is the reported test accuracy.

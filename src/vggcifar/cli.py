@@ -163,6 +163,39 @@ def _milestones(text: str) -> list[int]:
     return values
 
 
+def _devices(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a positive integer, received {text!r}") from None
+
+
+#: keras.distribution.initialize reads these when its arguments are not given.
+MULTI_HOST_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                  "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+def _initialize_hosts(args: argparse.Namespace) -> None:
+    """Join a multi-host JAX cluster when the options or keras' variables say so;
+    it must happen before anything computes."""
+    import os
+
+    given = (args.coordinator, args.num_processes, args.process_id)
+    if all(v is None for v in given) and not any(os.environ.get(k) for k in MULTI_HOST_ENV):
+        return
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise UsageError(f"multi-host training needs the JAX backend, not {keras.backend.backend()}: "
+                         "run with KERAS_BACKEND=jax")
+    if args.num_processes is not None and args.process_id is not None and not (
+            0 <= args.process_id < args.num_processes):
+        raise UsageError(f"--process-id {args.process_id} is outside 0..{args.num_processes - 1}")
+    keras.distribution.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from vggcifar.config import PRECISIONS, RECIPES
 
@@ -186,6 +219,15 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set width=0.25 --set augment='[\"flip\"]' "
                         "(VALUE is JSON, else a string; see `vggcifar recipes`)")
+    p.add_argument("--devices", type=_devices, metavar="all|N",
+                   help="train data-parallel on N (or all) visible accelerators; more than one needs "
+                        "KERAS_BACKEND=jax (default: 1; with --resume, replaces the run's value)")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-host: address of process 0 (env: KERAS_DISTRIBUTION_JOB_ADDRESSES)")
+    p.add_argument("--num-processes", type=_positive_int,
+                   help="multi-host: number of processes (env: KERAS_DISTRIBUTION_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int,
+                   help="multi-host: this process's id, 0 to N-1 (env: KERAS_DISTRIBUTION_PROCESS_ID)")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bar")
 
 
@@ -209,7 +251,7 @@ def _train_config(args, recipe: str | None = None):
 
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      precision=args.precision, limit_train=args.limit_train, limit_test=args.limit_test,
-                     checkpoint_minutes=args.checkpoint_minutes, val_split=args.val_split)
+                     checkpoint_minutes=args.checkpoint_minutes, val_split=args.val_split, devices=args.devices)
     if args.val_split:  # a held-out split replaces the spec's validation on the test set
         overrides["validate_on_test"] = False
     for key, value in _parse_overrides(args.overrides).items():
@@ -225,13 +267,22 @@ def _default_run_dir(recipe: str) -> str:
     return str(__import__("pathlib").Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def _cmd_train(args: argparse.Namespace, milestones_arg=None) -> int:
+def _cmd_train(args: argparse.Namespace) -> int:
+    _initialize_hosts(args)
+    return _train_one(args)
+
+
+def _train_one(args: argparse.Namespace, milestones_arg=None) -> int:
     from vggcifar import run as R
 
     if args.resume:
         if not args.run_dir:
             raise UsageError("--resume needs --run-dir: the run folder to continue")
         config, saved = R.resume_arguments(args.run_dir)
+        if args.devices is not None:  # the machine may differ; the recipe does not
+            import dataclasses
+
+            config = dataclasses.replace(config, devices=args.devices)
         data_args = saved.get("data", {})
         milestones = saved.get("milestones")
     else:
@@ -254,6 +305,9 @@ def _run_training(config, run_dir, milestones, data_args, *, resume: bool, quiet
 
     if config.epochs < milestones[-1]:
         raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
+    from vggcifar.train import resolve_devices
+
+    resolve_devices(config.devices, config.batch_size)  # a bad --devices fails before the data loads
     data = load_dataset(data_args.get("data"), data_args.get("dataset"), limit_train=config.limit_train,
                         limit_test=config.limit_test, url=data_args.get("url"), sha256=data_args.get("sha256"))
     print(f"run folder: {run_dir}")
@@ -272,9 +326,10 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     if not args.resume and args.epochs is None:
         args.epochs = args.milestones[-1]
     recipes = [r.strip() for r in (args.recipe or "spec").split(",") if r.strip()]
+    _initialize_hosts(args)
     if len(recipes) > 1:
         return _compare_recipes(args, recipes)
-    return _cmd_train(args, milestones_arg=args.milestones)
+    return _train_one(args, milestones_arg=args.milestones)
 
 
 def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:

@@ -54,6 +54,9 @@ class TrainConfig:
     seed: int = 0
     precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
     # --- run ------------------------------------------------------------------
+    # "all" or a count: data-parallel training over that many of the visible
+    # accelerators through keras.distribution (JAX backend only for more than one).
+    devices: int | str = 1
     checkpoint_minutes: float = 10.0
     limit_train: int | None = None
     limit_test: int | None = None
@@ -153,6 +156,7 @@ FIELD_DOCS: dict[str, str] = {
     "seed": "seeds initialisation, dropout, augmentation and the shuffle",
     "precision": "float32, mixed_bfloat16, mixed_float16, or auto (bfloat16 on a GPU that has it)",
     "checkpoint_minutes": "minutes between checkpoints within an epoch",
+    "devices": "accelerators to train on, data-parallel: a count or 'all' (more than one needs KERAS_BACKEND=jax)",
 }
 
 #: Where each recipe's values come from.
@@ -382,6 +386,8 @@ def validate(c: TrainConfig) -> None:
     need(c.precision in PRECISIONS, "precision", f"in {PRECISIONS}")
     need(0 < c.bn_momentum < 1, "bn_momentum", "in (0, 1)")
     need(c.checkpoint_minutes > 0, "checkpoint_minutes", "to be > 0")
+    need(c.devices == "all" or (isinstance(c.devices, int) and c.devices >= 1), "devices",
+         "to be 'all' or a positive integer")
     for name in ("limit_train", "limit_test"):
         need(getattr(c, name) is None or getattr(c, name) >= 1, name, "to be a positive integer")
 

@@ -8,6 +8,25 @@ import numpy as np
 COLLAPSE_SHARE = 0.9
 #: Keras clips probabilities by this epsilon in its cross-entropy.
 EPSILON = 1e-7
+#: The train/inference check (vggcifar.train.fit, after every epoch) compares the
+#: epoch's running training accuracy (training mode: batch statistics, dropout,
+#: augmentation) with the inference-mode accuracy on a fixed sample of at most
+#: this many training images, unaugmented.
+MODE_CHECK_IMAGES = 1000
+#: It flags a mismatch when training accuracy is at least this far above chance...
+MISMATCH_TRAIN_LEAD = 0.2
+#: ...and inference mode keeps at most this share of that lead over chance
+#: (CIFAR-10: training 0.60, inference <= 0.225).
+MISMATCH_KEPT_SHARE = 0.25
+
+
+def mode_mismatch(train_accuracy: float, inference_accuracy: float, num_classes: int) -> bool:
+    """True when a model that is right in training mode is near chance in
+    inference mode: with batch norm, its moving statistics do not describe
+    the activations of its current weights."""
+    chance = 1.0 / num_classes
+    lead = train_accuracy - chance
+    return lead >= MISMATCH_TRAIN_LEAD and inference_accuracy - chance <= MISMATCH_KEPT_SHARE * lead
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:

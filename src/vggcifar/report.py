@@ -25,6 +25,16 @@ def collapse_message(metrics: dict) -> str | None:
             + COLLAPSE_CAUSES + ".")
 
 
+def mismatch_message(epoch: int, train_accuracy: float, inference_accuracy: float, num_classes: int, *,
+                     batch_norm: bool) -> str:
+    """What an epoch flagged by the train/inference check means (vggcifar.metrics.mode_mismatch)."""
+    cause = ("batch norm's moving statistics do not follow the weights (a lower bn_momentum makes them "
+             "follow faster)" if batch_norm else "the network computes differently in inference mode")
+    return (f"epoch {epoch}: training accuracy {train_accuracy:.3f} but inference-mode accuracy "
+            f"{inference_accuracy:.3f} on the same training images (chance {1 / num_classes:.3f}): "
+            f"{cause}; a model saved now predicts near chance")
+
+
 def markdown_confusion(cm, class_names) -> str:
     head = "| true \\ predicted | " + " | ".join(class_names) + " |"
     rule = "|---|" + "---:|" * len(class_names)
@@ -51,6 +61,14 @@ def milestone_section(metrics: dict, picture: str) -> str:
     msg = collapse_message(metrics)
     if msg:
         lines[1:1] = ["", f"> **Collapsed.** {msg}"]
+    if metrics.get("inference_mismatch"):
+        text = mismatch_message(metrics["epoch"], metrics["train_accuracy"], metrics["train_inference_accuracy"],
+                                len(metrics["class_names"]), batch_norm=metrics.get("batch_norm", False))
+        lines[1:1] = ["", f"> **Training and inference disagree.** {text[0].upper()}{text[1:]}."]
+    elif metrics.get("mismatch_epochs"):
+        lines[1:1] = ["", "> **Training and inference disagreed** at epochs "
+                      f"{', '.join(map(str, metrics['mismatch_epochs']))} (inference-mode accuracy near chance "
+                      "while training accuracy was not); by this epoch they agree."]
     return "\n".join(lines)
 
 

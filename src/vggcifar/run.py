@@ -37,7 +37,10 @@ from vggcifar.data import CifarData
 from vggcifar.metrics import summarize
 from vggcifar.report import collapse_message, comparison_markdown, hms, render
 
-HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+#: train_inference_accuracy: inference mode on a fixed sample of training images;
+#: inference_mismatch: 1 when the train/inference check flagged the epoch (vggcifar.metrics.mode_mismatch).
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                  "train_inference_accuracy", "inference_mismatch"]
 
 
 # --------------------------------------------------------------------------- #
@@ -219,9 +222,16 @@ def train_run(
             if end.epoch not in milestones:
                 return
             probs = end.val_probs if config.validate_on_test else T.predict_probs(end.model, data.x_test)
+            row = end.state.history[-1]
             metrics = {
                 "epoch": end.epoch,
                 **summarize(probs, data.y_test, data.class_names),
+                # The train/inference check of this epoch, and every epoch it flagged so far.
+                "train_accuracy": row["accuracy"],
+                "train_inference_accuracy": row["train_inference_accuracy"],
+                "inference_mismatch": bool(row["inference_mismatch"]),
+                "batch_norm": config.batch_norm,
+                "mismatch_epochs": [h["epoch"] for h in end.state.history if h.get("inference_mismatch")],
                 "train_seconds": end.state.train_seconds,
                 "wall_seconds": wall_before + time.monotonic() - started,
                 "status": "complete" if end.epoch == config.epochs else "milestone",

@@ -7,6 +7,7 @@ batches as an uninterrupted one; on CPU the final weights are bit-identical.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -22,9 +23,9 @@ import keras
 from vggcifar import fsutil
 from vggcifar.config import TrainConfig, effective_val_split
 from vggcifar.data import CifarData
-from vggcifar.metrics import cross_entropy
+from vggcifar.metrics import MODE_CHECK_IMAGES, cross_entropy, mode_mismatch
 from vggcifar.model import build_vgg
-from vggcifar.report import hms
+from vggcifar.report import hms, mismatch_message
 
 INFERENCE_BATCH = 256  # images per predict step; memory only, not numerics
 KEEP_CHECKPOINTS = 2  # the newest and the one before it, in case the newest is damaged
@@ -183,6 +184,92 @@ def current_lr(optimizer) -> float:
 
 
 # --------------------------------------------------------------------------- #
+# devices
+# --------------------------------------------------------------------------- #
+#: The backends on which keras.distribution trains data-parallel.
+DISTRIBUTED_BACKENDS = ("jax",)
+
+
+def visible_devices(backend: str | None = None) -> list[str]:
+    """The accelerators (else CPUs) the backend trains on, across all hosts."""
+    backend = backend or keras.backend.backend()
+    if backend in DISTRIBUTED_BACKENDS:
+        return list(keras.distribution.list_devices())
+    count = 1
+    try:
+        if backend == "torch":
+            import torch
+
+            count = torch.cuda.device_count() or 1
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            count = len(tf.config.list_physical_devices("GPU")) or 1
+    except Exception:  # device discovery failed: one device, the default
+        pass
+    return [f"device:{i}" for i in range(count)]
+
+
+def resolve_devices(devices: int | str, batch_size: int, backend: str | None = None) -> list[str]:
+    """The devices a config's ``devices`` ("all" or a count) means here.
+
+    Raises ValueError, naming the fix, when the backend cannot train on more
+    than one device, when fewer are visible, or when the batch does not split
+    evenly among them.
+    """
+    backend = backend or keras.backend.backend()
+    visible = visible_devices(backend)
+    count = len(visible) if devices == "all" else devices
+    if count > 1 and backend not in DISTRIBUTED_BACKENDS:
+        raise ValueError(f"training on {count} devices needs the JAX backend (keras.distribution), "
+                         f"not {backend}: run with KERAS_BACKEND=jax, or pass --devices 1")
+    if count > len(visible):
+        raise ValueError(f"devices={devices} asks for more devices than the {len(visible)} visible "
+                         f"({', '.join(visible)}); pass --devices {len(visible)} or --devices all")
+    chosen = visible[:count]
+    if batch_size % len(chosen):
+        raise ValueError(f"batch_size={batch_size} does not split evenly among {len(chosen)} devices; "
+                         f"pass a --batch-size that is a multiple of {len(chosen)}")
+    return chosen
+
+
+def data_parallel(config: TrainConfig):
+    """keras.distribution.DataParallel over the config's devices, or None for one."""
+    devices = resolve_devices(config.devices, config.batch_size)
+    if len(devices) == 1:
+        return None
+    return keras.distribution.DataParallel(devices=devices)
+
+
+def device_scope(config: TrainConfig):
+    """A context in which models are built and trained on the config's devices:
+    variables are replicated and each step's batch is split along its first axis
+    (the scope sets keras' global distribution and restores the previous one on exit)."""
+    distribution = data_parallel(config)
+    return distribution.scope() if distribution is not None else contextlib.nullcontext()
+
+
+def process_rows(idx: np.ndarray) -> np.ndarray:
+    """This process's share of a global batch's rows. With one process (one
+    host) that is every row; with several (keras.distribution.initialize), each
+    feeds one contiguous slice and JAX assembles the global batch from them."""
+    if keras.backend.backend() not in DISTRIBUTED_BACKENDS:
+        return idx
+    import jax
+
+    if jax.process_count() == 1:
+        return idx
+    return np.array_split(idx, jax.process_count())[jax.process_index()]
+
+
+def usable_images(n: int, batch_size: int, devices: int) -> int:
+    """Images an epoch trains on: all but the remainder of a short last batch
+    that does not split among the devices (at most devices - 1 images, different
+    ones each epoch, as the shuffle moves them)."""
+    return n - (n % batch_size) % devices
+
+
+# --------------------------------------------------------------------------- #
 # batches
 # --------------------------------------------------------------------------- #
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -211,7 +298,11 @@ def train_batch(train_model: keras.Model, x: np.ndarray, y: np.ndarray, idx: np.
     the model scales it to float32 itself. Returns the step's logs as floats
     (reading them waits for the step to finish, on any device).
     """
-    logs = train_model.train_on_batch(x[idx], one_hot(y[idx], num_classes), return_dict=True)
+    # Under a keras.distribution (JAX), train_on_batch itself places the batch
+    # with the distribution's data layout (sharded along the batch axis); each
+    # process hands it only its own rows.
+    rows = process_rows(idx)
+    logs = train_model.train_on_batch(x[rows], one_hot(y[rows], num_classes), return_dict=True)
     return {k: float(v) for k, v in logs.items()}
 
 
@@ -358,14 +449,24 @@ def fit(
     No checkpoint and no epoch end ever sees non-finite weights: training
     stops first (status 3), keeping the last good checkpoint.
     ``max_steps`` stops (with a checkpoint) after that many steps in this call:
-    for tests and benchmarks of interruption.
+    for tests and benchmarks of interruption. The model is built and trained
+    on ``config.devices`` (data-parallel on more than one, see ``device_scope``).
     """
-    run_dir = Path(run_dir)
+    devices = len(resolve_devices(config.devices, config.batch_size))
+    with device_scope(config):
+        return _fit(config, data, Path(run_dir), devices=devices, resume=resume, on_epoch_end=on_epoch_end,
+                    log=log, verbose=verbose, max_steps=max_steps)
+
+
+def _fit(config, data, run_dir, *, devices, resume, on_epoch_end, log, verbose, max_steps):
     x_train, y_train, x_val, y_val = split_validation(config, data)
-    n = len(x_train)
+    n = usable_images(len(x_train), config.batch_size, devices)
     steps_per_epoch = math.ceil(n / config.batch_size)
     model, train_model = build_training(config, data.num_classes, steps_per_epoch)
     optimizer = train_model.optimizer
+    # The fixed sample of the train/inference check: evenly spaced training images.
+    check_rows = np.linspace(0, len(x_train) - 1, min(MODE_CHECK_IMAGES, len(x_train))).astype(np.int64)
+    x_check, y_check = x_train[check_rows], y_train[check_rows]
 
     state = None
     if resume:
@@ -397,7 +498,7 @@ def fit(
 
     with _StopSignals() as signals:
         for epoch in range(state.epoch, config.epochs):
-            perm = epoch_permutation(config.seed, epoch, n)
+            perm = epoch_permutation(config.seed, epoch, len(x_train))[:n]
             bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose,
                                       stateful_metrics=["loss", "accuracy"])
             if verbose:
@@ -439,10 +540,15 @@ def fit(
             # ---- epoch end: validation, history, the caller's files, checkpoint
             check_finite(epoch)
             val_probs = predict_probs(model, x_val) if len(x_val) else None
+            accuracy = state.correct_sum / state.seen
+            check_acc = float((predict_probs(model, x_check).argmax(1) == y_check).mean())
+            mismatch = mode_mismatch(accuracy, check_acc, data.num_classes)
             row = {
                 "epoch": epoch + 1,
                 "loss": state.loss_sum / state.seen,
-                "accuracy": state.correct_sum / state.seen,
+                "accuracy": accuracy,
+                "train_inference_accuracy": check_acc,
+                "inference_mismatch": int(mismatch),
                 "val_loss": cross_entropy(val_probs, y_val) if val_probs is not None else None,
                 "val_accuracy": float((val_probs.argmax(1) == y_val).mean()) if val_probs is not None else None,
                 "lr": current_lr(optimizer),
@@ -457,6 +563,12 @@ def fit(
             log(f"epoch {state.epoch}/{config.epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}"
                 + (f", val_accuracy {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "")
                 + f"; trained {hms(state.train_seconds)}, ETA {hms(eta)} of training")
+            # Warn, do not stop: the moving statistics can still catch up (early in a
+            # run the flag is often transient), the weights themselves are learning,
+            # and the checkpoint lets a reader inspect or continue the run.
+            if mismatch:
+                log("WARNING: " + mismatch_message(row["epoch"], accuracy, check_acc, data.num_classes,
+                                                   batch_norm=config.batch_norm))
             if on_epoch_end is not None:
                 on_epoch_end(EpochEnd(epoch + 1, model, state, val_probs))
             save_checkpoint(run_dir, train_model, state)

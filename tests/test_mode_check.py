@@ -1,0 +1,112 @@
+"""The train/inference check: its thresholds, what a run records, and the
+saved model's behaviour with augmentation in the recipe."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from vggcifar import fsutil
+from vggcifar.config import make_config
+from vggcifar.data import load_synthetic
+from vggcifar.metrics import MISMATCH_KEPT_SHARE, MISMATCH_TRAIN_LEAD, MODE_CHECK_IMAGES, mode_mismatch
+from vggcifar.report import milestone_section
+from vggcifar.run import read_history, save_model, train_run
+from vggcifar.train import build_training, train_batch
+
+TINY = dict(width=0.0625, dense_units=16)
+
+
+@pytest.mark.parametrize("train, inference, classes, flagged", [
+    (0.60, 0.10, 10, True),    # right in training, chance in inference
+    (0.60, 0.22, 10, True),    # 0.22 - 0.1 <= 0.25 * 0.5
+    (0.60, 0.23, 10, False),   # keeps more than a quarter of the lead
+    (0.29, 0.10, 10, False),   # training barely above chance: nothing to compare
+    (0.95, 0.94, 10, False),   # healthy
+    (0.80, 0.50, 2, True),     # two classes: chance is 0.5
+    (0.30, 0.01, 100, True),
+])
+def test_mismatch_thresholds(train, inference, classes, flagged):
+    assert mode_mismatch(train, inference, classes) is flagged
+    # The same rule written out from the documented constants.
+    chance = 1 / classes
+    expected = train - chance >= MISMATCH_TRAIN_LEAD and inference - chance <= MISMATCH_KEPT_SHARE * (train - chance)
+    assert mode_mismatch(train, inference, classes) is expected
+
+
+def test_run_records_inference_accuracy_on_its_training_sample(tmp_path):
+    data = load_synthetic(train=96, test=32, seed=4)
+    config = make_config("vgg16-bn", **TINY, epochs=1, batch_size=32, val_split=0, precision="float32",
+                         augment=())
+    run = tmp_path / "run"
+    metrics = train_run(config, data, run, verbose=0, log=lambda *_: None)
+    row = read_history(run / "history.csv")[0]
+    # Recompute from the saved model on the check's sample (every training image: fewer than the cap).
+    assert len(data.x_train) < MODE_CHECK_IMAGES
+    model = keras.models.load_model(run / "model.keras")
+    acc = float((np.asarray(model.predict(data.x_train, verbose=0)).argmax(1) == data.y_train).mean())
+    assert row["train_inference_accuracy"] == pytest.approx(acc, abs=1e-9)
+    assert row["inference_mismatch"] == float(mode_mismatch(row["accuracy"], acc, 10))
+    saved = fsutil.read_json(run / "metrics.json")
+    assert saved["epoch"] == metrics["epoch"] == 1
+    assert saved["train_inference_accuracy"] == pytest.approx(acc, abs=1e-9)
+    assert saved["inference_mismatch"] is bool(row["inference_mismatch"])
+    assert saved["mismatch_epochs"] == ([1] if row["inference_mismatch"] else [])
+
+
+def test_report_names_a_flagged_epoch():
+    metrics = {"epoch": 3, "test_accuracy": 0.1, "test_loss": 2.3, "train_seconds": 5.0,
+               "confusion_matrix": np.eye(10, dtype=int).tolist(), "class_names": [str(i) for i in range(10)],
+               "train_accuracy": 0.8, "train_inference_accuracy": 0.11, "inference_mismatch": True,
+               "batch_norm": True, "mismatch_epochs": [2, 3]}
+    text = milestone_section(metrics, "cm.png")
+    assert "Training and inference disagree" in text and "0.800" in text and "0.110" in text
+    assert "bn_momentum" in text
+    healthy = {**metrics, "inference_mismatch": False, "mismatch_epochs": []}
+    assert "disagree" not in milestone_section(healthy, "cm.png")
+    recovered = {**metrics, "inference_mismatch": False}
+    assert "at epochs 2, 3" in milestone_section(recovered, "cm.png")
+
+
+def test_augmentation_acts_in_training_only_and_is_not_saved(tmp_path):
+    config = make_config("vgg16-bn", **TINY, batch_size=16, precision="float32")
+    assert config.augment  # the recipe augments
+    model, train_model = build_training(config, 10, steps_per_epoch=2)
+    data = load_synthetic(train=32, test=16, seed=2)
+    for step in range(2):
+        train_batch(train_model, data.x_train, data.y_train, np.arange(step * 16, step * 16 + 16), 10)
+    x = data.x_test
+    # Augmentation is active in training: two passes through its layers differ.
+    aug = [layer for layer in train_model.layers if layer.name.startswith("aug_")]
+    assert [a.name for a in aug] == ["aug_crop", "aug_flip"]
+
+    def augment(images, training):
+        out = keras.ops.convert_to_tensor(images)
+        for layer in aug:
+            out = layer(out, training=training)
+        return np.asarray(keras.ops.convert_to_numpy(out))
+
+    first, second = augment(x, True), augment(x, True)
+    assert not np.array_equal(first, second)
+    assert np.array_equal(augment(x, False), x)  # identity at inference
+    # The saved model: none of the augmentation layers, the same predictions on every call,
+    # equal to the in-memory model in inference mode.
+    path = tmp_path / "model.keras"
+    save_model(model, path)
+    loaded = keras.models.load_model(path)
+    names = {type(layer).__name__ for layer in loaded._flatten_layers()}
+    assert not names & {"RandomTranslation", "RandomFlip", "RandomErasing", "RandomCrop", "RandomRotation"}
+    a = np.asarray(loaded.predict(x, verbose=0))
+    b = np.asarray(loaded.predict(x, verbose=0))
+    assert np.array_equal(a, b)
+    ref = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+    np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-6)
+    # Every random layer left (dropout) is the identity in inference mode.
+    rng = np.random.default_rng(0)
+    random_layers = [layer for layer in loaded._flatten_layers(include_self=False)
+                     if getattr(layer, "seed_generator", None) is not None]
+    assert [layer.name for layer in random_layers] == ["fc1_dropout", "fc2_dropout"]
+    for layer in random_layers:
+        probe = rng.normal(size=(4, *layer.input.shape[1:])).astype("float32")
+        out = np.asarray(keras.ops.convert_to_numpy(layer(probe, training=False)))
+        assert np.array_equal(out, probe), layer.name
