@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 # Tests run on the package's default backend unless the caller chose one
@@ -5,3 +6,18 @@ from pathlib import Path
 import vggcifar  # noqa: F401
 
 SPEC_TABLE = Path(__file__).with_name("spec_table_channels_first.txt")
+
+
+def wait_for_checkpoint(run: Path, proc, minimum_step: int, timeout: float = 180) -> None:
+    """Wait until training process ``proc`` has a checkpoint at ``minimum_step`` or later in ``run``."""
+    from vggcifar.train import list_checkpoints
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        steps = [int(p.name.split("-")[1]) for p in list_checkpoints(run)]
+        if steps and max(steps) >= minimum_step:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before step {minimum_step}: {proc.stdout.read()}")
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint at step {minimum_step} or later appeared in {timeout} s")

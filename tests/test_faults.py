@@ -28,6 +28,7 @@ import pytest
 
 import keras
 
+from conftest import wait_for_checkpoint
 from vggcifar import download, fixtures, fsutil
 from vggcifar.cli import main
 from vggcifar.config import load_config, make_config
@@ -148,18 +149,6 @@ def uninterrupted(tmp_path_factory):
     return run
 
 
-def _wait_for_checkpoint(run: Path, proc, minimum_step: int, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        steps = [int(p.name.split("-")[1]) for p in list_checkpoints(run)]
-        if steps and max(steps) >= minimum_step:
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended before the kill: {proc.stdout.read()}")
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at,partial", [
     ("outside", None),  # kill -9 from outside, mid-epoch 2, whatever is being written
@@ -171,7 +160,7 @@ def test_kill_9_then_resume_gives_identical_results(tmp_path, uninterrupted, kil
     run = tmp_path / "run"
     if kill_at == "outside":
         p = _popen([sys.executable, "-m", "vggcifar", *KILL_ARGS, "--run-dir", str(run)])
-        _wait_for_checkpoint(run, p, minimum_step=4)
+        wait_for_checkpoint(run, p, minimum_step=4)
         p.send_signal(signal.SIGKILL)
     else:
         p = _popen([sys.executable, "-c", KILLER, *KILL_ARGS, "--run-dir", str(run)],

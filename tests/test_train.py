@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import wait_for_checkpoint
 from vggcifar import fsutil
 from vggcifar.cli import main
 from vggcifar.config import make_config
@@ -230,23 +231,11 @@ TRAIN_ARGS = ["train", "--dataset", "synthetic", "--limit-train", "192", "--limi
               "--epochs", "3", "--batch-size", "16", "--lr", "0.05", "--quiet", *TINY_ARGS]
 
 
-def _wait_for_checkpoint(run: Path, proc, minimum_step: int, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        steps = [int(p.name.split("-")[1]) for p in list_checkpoints(run)]
-        if steps and max(steps) >= minimum_step:
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended early: {proc.stdout.read()}")
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint appeared")
-
-
 @pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
     p = _cli(*TRAIN_ARGS, "--run-dir", str(run), "--epochs", "50")
-    _wait_for_checkpoint(run, p, minimum_step=12)
+    wait_for_checkpoint(run, p, minimum_step=12)
     p.send_signal(signal.SIGTERM)
     out = p.communicate(timeout=120)[0]
     assert p.returncode == 143, out
