@@ -418,6 +418,41 @@ def test_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_pat
     assert not (run / "lock").exists() and temp_names(run) == []
 
 
+def test_processes_racing_for_one_lock_get_it_once(tmp_path):
+    # Started together, each tries the lock, holds it a moment if it got it,
+    # and says which; exactly one may get it. A lock file visible before its
+    # pid is in it would read as stale to a racer, who would take it too: a
+    # slow disk (each file creation and link takes 0.2 s) widens that moment.
+    code = """
+import os, sys, time
+_open, _link = os.open, os.link
+def slow_open(*a, **k):
+    fd = _open(*a, **k)
+    time.sleep(0.2)
+    return fd
+def slow_link(*a, **k):
+    _link(*a, **k)
+    time.sleep(0.2)
+os.open, os.link = slow_open, slow_link
+from vggcifar.fsutil import LockError, RunLock
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+try:
+    with RunLock(sys.argv[1]):
+        print("got", flush=True)
+        time.sleep(1.0)
+except LockError:
+    print("refused", flush=True)
+"""
+    for round_ in range(3):
+        folder = tmp_path / f"race{round_}"
+        start = time.time() + 1.5
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(folder), str(start)],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(6)]
+        answers = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+        assert answers == ["got"] + ["refused"] * 5, answers
+        assert sorted(p.name for p in folder.iterdir()) == []  # the lock and every pid file gone
+
+
 # --------------------------------------------------------------------------- #
 # 5. downloads that break, archives that attack
 # --------------------------------------------------------------------------- #

@@ -88,7 +88,7 @@ def atomic_dir(target):
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
+            old = target.with_name(f".{target.name}.old.tmp")  # removed by remove_stale_temps if killed here
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
             os.replace(tmp, target)
@@ -142,9 +142,24 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The pid is written to a private file first and hard-linked into
+        # place: the lock appears with its holder already in it, so no other
+        # process can read it empty and take it for stale.
+        mine = self.path.with_name(f".lock.{os.getpid()}.tmp")
+        mine.write_text(f"{os.getpid()}\n")
+        try:
+            self._acquire_with(mine)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                mine.unlink()
+
+    def _acquire_with(self, mine: Path) -> None:
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(mine, self.path)
+            except FileNotFoundError:  # our pid file was cleared as a stale temp: write it again
+                mine.write_text(f"{os.getpid()}\n")
+                continue
             except FileExistsError:
                 try:
                     pid = int(self.path.read_text().strip() or "0")
@@ -159,8 +174,6 @@ class RunLock:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
             self.held = True
             return
         raise LockError(f"could not take the lock {self.path}; remove it if no run is using the folder")
