@@ -116,3 +116,15 @@ def test_every_test_the_readme_cites_exists():
     for path, name in sorted(cited):
         source = (root / path).read_text()
         assert re.search(rf"^def {name}\(", source, re.M), f"README cites {path}::{name}, which does not exist"
+
+
+def test_experiment_milestones_follow_epochs():
+    from vggcifar.cli import build_parser, default_milestones
+
+    assert default_milestones(None) == [10, 20, 50, 100]
+    assert default_milestones(4) == [4]
+    assert default_milestones(30) == [10, 20, 30]
+    assert default_milestones(100) == [10, 20, 50, 100]
+    assert default_milestones(150) == [10, 20, 50, 100, 150]
+    args = build_parser().parse_args(["experiment", "--epochs", "4"])
+    assert args.milestones is None  # resolved from --epochs when the command runs

@@ -320,7 +320,20 @@ def _run_training(config, run_dir, milestones, data_args, *, resume: bool, quiet
     return 0
 
 
+#: The spec's Results section: test accuracy after 10, 20, 50 and 100 epochs.
+SPEC_MILESTONES = (10, 20, 50, 100)
+
+
+def default_milestones(epochs: int | None) -> list[int]:
+    """The spec's milestones, cut at ``epochs`` (which is always reported)."""
+    if epochs is None:
+        return list(SPEC_MILESTONES)
+    return [m for m in SPEC_MILESTONES if m < epochs] + [epochs]
+
+
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    if args.milestones is None:
+        args.milestones = default_milestones(args.epochs)
     if not args.resume and args.epochs is None:
         args.epochs = args.milestones[-1]
     recipes = [r.strip() for r in (args.recipe or "spec").split(",") if r.strip()]
@@ -504,8 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="the spec's Results section: accuracy, confusion matrix "
                        "and time after each milestone epoch")
     _add_train_options(p)
-    p.add_argument("--milestones", type=_milestones, default=[10, 20, 50, 100],
-                   help="epochs to report, comma-separated (default: 10,20,50,100)")
+    p.add_argument("--milestones", type=_milestones,
+                   help="epochs to report, comma-separated (default: 10,20,50,100, "
+                        "those below --epochs and --epochs itself when it is given)")
     p.set_defaults(func=_cmd_experiment)
 
     p = sub.add_parser("recipes", help="every recipe's settings, each with its unit and its source")
