@@ -12,6 +12,11 @@ each variant's median images/s, min and max, and its ratio to the first.
 
 A value ``threads=N`` sets torch's intra-op threads for that variant's steps
 (torch backend only); ``jit_compile=1`` compiles the training step.
+``plain_pytorch=1`` is not our path at all: VGG-16 written directly in PyTorch
+(``torch.nn``, NCHW, ``channels_last=1`` for NHWC memory), the same uint8
+batches scaled per step, SGD at the spec's lr, one ``loss.backward()`` and
+``opt.step()`` a step: what a PyTorch user writes by hand, timed in the same
+windows as the Keras variants (it needs torch installed, whatever the backend).
 """
 
 from __future__ import annotations
@@ -41,6 +46,42 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, values
 
 
+class PlainPyTorch:
+    """VGG-16 for CIFAR written directly in PyTorch, and its training step."""
+
+    LAYERS = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+    def __init__(self, batch_size: int, num_classes: int, channels_last: bool):
+        import torch
+        from torch import nn
+
+        layers, cin = [], 3
+        for v in self.LAYERS:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+                cin = v
+        layers += [nn.Flatten(), nn.Linear(512, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 4096),
+                   nn.ReLU(inplace=True), nn.Linear(4096, num_classes)]
+        self.torch = torch
+        self.model = nn.Sequential(*layers)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        self.loss = nn.CrossEntropyLoss()
+
+    def step(self, images, labels) -> None:
+        torch = self.torch
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+        x = x.contiguous(memory_format=self.memory_format)
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(self.model(x), torch.from_numpy(labels.astype("int64")))
+        loss.backward()
+        self.opt.step()
+        loss.item()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variants", nargs="+", help="NAME:key=value,key=value (config overrides, threads=N)")
@@ -66,6 +107,12 @@ def main(argv=None) -> int:
     runs = []
     for text in args.variants:
         name, values = parse_variant(text)
+        if values.pop("plain_pytorch", 0):
+            runs.append({"name": name, "plain": PlainPyTorch(args.batch_size, data.num_classes,
+                                                             bool(values.pop("channels_last", 0))),
+                         "config": make_config("spec", batch_size=args.batch_size), "threads": None,
+                         "perm": T.epoch_permutation(0, 0, len(x)), "step": 0, "rates": [], "cpu": []})
+            continue
         threads = values.pop("threads", None)
         jit = bool(values.pop("jit_compile", 0))
         config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width, **values})
@@ -86,7 +133,10 @@ def main(argv=None) -> int:
         images = 0
         for _ in range(k):
             idx = T.batch_indices(run["perm"], run["step"] % spe, bs)
-            T.train_batch(run["model"], x, y, idx, data.num_classes)
+            if "plain" in run:
+                run["plain"].step(x[idx], y[idx])
+            else:
+                T.train_batch(run["model"], x, y, idx, data.num_classes)
             run["step"] += 1
             images += len(idx)
         return images
