@@ -256,3 +256,24 @@ def test_cli_errors(tmp_path, capsys):
     assert "only .keras model files" in capsys.readouterr().err
     assert main(["experiment", "--dataset", "synthetic", "--milestones", "2,5", "--epochs", "3"]) == 2
     assert "less than the last milestone 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision,compute", [("float32", "float32"), ("mixed_bfloat16", "bfloat16"),
+                                               ("mixed_float16", "float16")])
+def test_precision_sets_compute_dtype_keeps_float32_weights_and_scales_float16_loss(data, precision, compute):
+    from vggcifar import train as T
+
+    try:
+        model, train_model = T.build_training(tiny_config(precision=precision), data.num_classes, 5)
+        conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+        assert conv.compute_dtype == compute and conv.kernel.dtype == "float32"
+        # float16's small range makes gradients underflow: its loss is scaled.
+        scaled = isinstance(train_model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert scaled == (precision == "mixed_float16")
+        idx = T.batch_indices(T.epoch_permutation(0, 0, len(data.x_train)), 0, 32)
+        logs = T.train_batch(train_model, data.x_train, data.y_train, idx, data.num_classes)
+        assert np.isfinite(logs["loss"])
+        probs = T.predict_probs(model, data.x_test[:8])
+        assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    finally:
+        keras.config.set_dtype_policy("float32")

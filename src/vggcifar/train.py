@@ -137,7 +137,9 @@ def resolve_precision(precision: str) -> str:
         elif backend == "tensorflow":
             import tensorflow as tf
 
-            if tf.config.list_physical_devices("GPU"):
+            gpus = tf.config.list_physical_devices("GPU")
+            # bfloat16 tensor cores from compute capability 8.0 (Ampere) on.
+            if gpus and tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0,)) >= (8, 0):
                 return "mixed_bfloat16"
     except Exception:  # no usable accelerator: stay in float32
         pass
