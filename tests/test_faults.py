@@ -333,6 +333,21 @@ def test_atomic_writes_on_a_full_disk(tmp_path, monkeypatch, when):
     assert snapshot(tmp_path) == before and temp_names(tmp_path) == []
 
 
+def test_written_files_follow_the_umask_like_any_other_program(tmp_path):
+    # A temp file is created private (0600); the finished file must get the
+    # usual permissions, or a run's model and report would be unreadable to
+    # the user's group.
+    old = os.umask(0o027)
+    try:
+        fsutil.write_text(tmp_path / "report.md", "x")
+        with fsutil.atomic_dir(tmp_path / "ckpt") as folder:
+            (folder / "state.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o750
+
+
 def test_stale_temps_are_removed_at_every_depth(tmp_path):
     keep = [tmp_path / "metrics.json", tmp_path / "epochs-001" / "model.keras", tmp_path / ".hidden"]
     stale = [tmp_path / ".metrics.json.ab12.tmp", tmp_path / "epochs-001" / ".model.keras.cd34.tmp.keras",

@@ -34,6 +34,13 @@ def _raise_naming(exc: BaseException, target: Path, tmp: Path) -> None:
         raise OSError(exc.errno, f"{exc.strerror or os.strerror(exc.errno)} while writing", str(target)) from exc
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target, suffix: str = ""):
     """Yield a temp path beside ``target``; rename it onto ``target`` when the
@@ -41,6 +48,7 @@ def atomic_path(target, suffix: str = ""):
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every output private
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -81,6 +89,7 @@ def atomic_dir(target):
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         for p in tmp.iterdir():
