@@ -480,6 +480,7 @@ def _fit(config, data, run_dir, *, devices, resume, on_epoch_end, log, verbose, 
 
     last_ckpt = time.monotonic()
     steps_this_call = 0
+    first_step_seconds = None  # of a run that starts at step 0
     def should_stop() -> bool:
         return signals.received is not None or (max_steps is not None and steps_this_call >= max_steps)
 
@@ -527,11 +528,14 @@ def _fit(config, data, run_dir, *, devices, resume, on_epoch_end, log, verbose, 
                 steps_this_call += 1
                 bar.update(step + 1, [("loss", state.loss_sum / state.seen),
                                       ("accuracy", state.correct_sum / state.seen)])
-                if state.global_step == 3 and epoch == 0 and step + 1 < steps_per_epoch:
-                    per_step = state.train_seconds / state.global_step
+                if state.global_step == 1:
+                    first_step_seconds = dt  # holds the step's compilation: left out of the estimate
+                if (state.global_step == 4 and first_step_seconds is not None and epoch == 0
+                        and step + 1 < steps_per_epoch):
+                    per_step = (state.train_seconds - first_step_seconds) / 3
                     log(f"estimate: {hms(per_step * steps_per_epoch * config.epochs)} of training "
                         f"for {config.epochs} epochs ({per_step * steps_per_epoch:.0f} s an epoch, "
-                        "from the first steps; evaluation not included)")
+                        "from steps 2-4; evaluation not included)")
                 if should_stop() and step + 1 < steps_per_epoch:
                     checkpoint(epoch)
                     _raise_stop(signals, run_dir)
