@@ -396,3 +396,21 @@ def test_other_output_counts_are_named_class_n(tmp_path, pictures, capsys):
     assert main(["predict", str(tmp_path / "three.keras"), str(pictures[0]), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert sorted(t["label"] for t in doc[0]["top_k"]) == ["class 0", "class 1", "class 2"]
+
+
+def test_a_run_folders_own_class_names_are_used(tmp_path, pictures, capsys):
+    # A model in a run folder answers in the names its run recorded (here a
+    # 3-class set); a stray or mismatched metrics.json is ignored.
+    from vggcifar import fsutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    _tiny(num_classes=3).save(run / "model.keras")
+    fsutil.write_json(run / "metrics.json", {"class_names": ["v-bar", "checker", "dots"]})
+    assert main(["predict", str(run / "model.keras"), str(pictures[0]), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(t["label"] for t in doc[0]["top_k"]) == ["checker", "dots", "v-bar"]
+    fsutil.write_json(run / "metrics.json", {"class_names": ["a", "b"]})  # wrong count
+    assert main(["predict", str(run / "model.keras"), str(pictures[0]), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(t["label"] for t in doc[0]["top_k"]) == ["class 0", "class 1", "class 2"]

@@ -34,6 +34,24 @@ def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[dict]:
     return [{"class": int(i), "label": class_names[i], "probability": float(probs[i])} for i in order]
 
 
+def run_class_names(model_path, num_classes: int) -> list[str] | None:
+    """The class names a run folder recorded beside its ``model.keras`` (its
+    ``metrics.json``): a model trained on another dataset than CIFAR-10 or
+    CIFAR-100 (the synthetic set, say) is answered in its own names."""
+    from pathlib import Path
+
+    from vggcifar import fsutil
+
+    metrics = Path(model_path).parent / "metrics.json"
+    try:
+        names = fsutil.read_json(metrics).get("class_names")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names):
+        return names
+    return None
+
+
 def predict_files(model_path, paths: Sequence, *, top: int = 3) -> list[dict]:
     """One result per path, in order: ``{"path", "top_k": [{"class", "label",
     "probability"}, ...]}`` or ``{"path", "error"}`` for a file that is not a
@@ -47,7 +65,7 @@ def predict_files(model_path, paths: Sequence, *, top: int = 3) -> list[dict]:
     num_classes = int(model.output_shape[-1])
     if not isinstance(top, int) or top < 1 or top > num_classes:
         raise ValueError(f"--top-k must be between 1 and the model's {num_classes} classes. Received: {top!r}")
-    names = class_names_for(num_classes)
+    names = run_class_names(model_path, num_classes) or class_names_for(num_classes)
 
     results: list[dict] = []
     pictures: list[np.ndarray] = []
