@@ -28,7 +28,6 @@ import resource
 import statistics
 import time
 
-import numpy as np
 
 
 def parse_variant(text: str) -> tuple[str, dict]:

@@ -3,9 +3,26 @@ from pathlib import Path
 
 # Tests run on the package's default backend unless the caller chose one
 # (KERAS_BACKEND): importing the package sets it before keras loads.
-import vggcifar  # noqa: F401
+import vggcifar  # noqa: F401 (sets KERAS_BACKEND before keras loads)
 
 SPEC_TABLE = Path(__file__).with_name("spec_table_channels_first.txt")
+
+# A narrow VGG-16 (1/16 of the filters, 16-unit head) keeps each step in
+# milliseconds: as config overrides, and as the command line's --set options.
+TINY = dict(width=0.0625, dense_units=16)
+TINY_ARGS = ["--set", "width=0.0625", "--set", "dense_units=16"]
+# train_run's keyword arguments for a silent run.
+QUIET = dict(verbose=0, log=lambda *_: None)
+
+
+def final_variables(run_dir: Path) -> list:
+    """The newest checkpoint's variables, in a fixed order."""
+    import numpy as np
+
+    from vggcifar.train import list_checkpoints
+
+    with np.load(list_checkpoints(run_dir)[-1] / "variables.npz") as z:
+        return [z[k] for k in sorted(z.files)]
 
 
 def wait_for_checkpoint(run: Path, proc, minimum_step: int, timeout: float = 180) -> None:

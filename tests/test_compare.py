@@ -3,12 +3,12 @@ comparison.md and comparison.json from the folders' own files."""
 
 import pytest
 
+from conftest import TINY_ARGS
 from vggcifar import fsutil
 from vggcifar.cli import main
 from vggcifar.report import comparison_markdown, hms
 from vggcifar.run import compare_runs
 
-TINY_ARGS = ["--set", "width=0.0625", "--set", "dense_units=16"]
 
 
 def _fake_run(folder, milestones, accuracies, final):

@@ -82,9 +82,10 @@ def test_data_options(archive):
     assert p.parse_args([]).dataset is None and p.parse_args([]).data is None  # None: cifar10, or a run's own
     with pytest.raises(SystemExit):
         p.parse_args(["--data", "x", "--dataset", "cifar100"])
-    d = cli.load_data(p.parse_args(["--data", str(archive)]))
+    d = data.load_source(cli.data_record(p.parse_args(["--data", str(archive)])))
     assert d.source == str(archive) and len(d.x_train) == 20
-    s = cli.load_data(p.parse_args(["--dataset", "synthetic"]), synthetic_train=30, synthetic_test=10)
+    s = data.load_source(cli.data_record(p.parse_args(["--dataset", "synthetic"])), synthetic_train=30,
+                         synthetic_test=10)
     assert s.synthetic and (len(s.x_train), len(s.x_test)) == (30, 10)
 
 
@@ -93,6 +94,24 @@ def test_data_options_pass_the_mirror(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "load_cifar", lambda source, **kw: seen.update(kw, source=source) or "loaded")
     args = _parser().parse_args(["--dataset", "cifar100", "--data-url", "https://m.invalid/c.tgz",
                                  "--data-sha256", "ab" * 32])
-    assert cli.load_data(args) == "loaded"
+    assert data.load_source(cli.data_record(args)) == "loaded"
     assert seen["source"] is None and seen["dataset"] == "cifar100"
     assert seen["url"] == "https://m.invalid/c.tgz" and seen["sha256"] == "ab" * 32
+
+
+def test_evaluate_passes_the_mirror(tmp_path, monkeypatch, capsys):
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs))).save(tmp_path / "m.keras")
+    seen = {}
+
+    def record(source, **kw):
+        seen.update(kw, source=source)
+        raise ValueError("stopped after the data request")
+
+    monkeypatch.setattr(data, "load_cifar", record)
+    assert main(["evaluate", str(tmp_path / "m.keras"), "--dataset", "cifar100",
+                 "--data-url", "https://m.invalid/c.tgz", "--data-sha256", "ab" * 32]) == 2
+    assert "stopped after the data request" in capsys.readouterr().err
+    assert seen["dataset"] == "cifar100" and seen["url"] == "https://m.invalid/c.tgz" and seen["sha256"] == "ab" * 32

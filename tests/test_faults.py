@@ -28,7 +28,7 @@ import pytest
 
 import keras
 
-from conftest import wait_for_checkpoint
+from conftest import QUIET, TINY_ARGS, final_variables, wait_for_checkpoint
 from vggcifar import download, fixtures, fsutil
 from vggcifar.cli import main
 from vggcifar.config import load_config, make_config
@@ -36,13 +36,6 @@ from vggcifar.data import DataError, load_cifar, load_dataset
 from vggcifar.run import train_run
 from vggcifar.train import TrainingStopped, list_checkpoints
 
-TINY_ARGS = ["--set", "width=0.0625", "--set", "dense_units=16"]
-QUIET = dict(verbose=0, log=lambda *_: None)
-
-
-def final_variables(run_dir) -> list[np.ndarray]:
-    with np.load(list_checkpoints(run_dir)[-1] / "variables.npz") as z:
-        return [z[k] for k in sorted(z.files)]
 
 
 def assert_same_variables(a, b):

@@ -7,6 +7,7 @@ import pytest
 
 import keras
 
+from conftest import TINY
 from vggcifar import fsutil
 from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
@@ -15,7 +16,6 @@ from vggcifar.report import milestone_section, mismatch_message
 from vggcifar.run import read_history, save_model, train_run
 from vggcifar.train import build_training, train_batch
 
-TINY = dict(width=0.0625, dense_units=16)
 
 #: A batch-norm VGG-11 that learns the synthetic set in four epochs of 20
 #: steps (~4 s on two CPU cores with TensorFlow): no augmentation, dropout,

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vggcifar import images
 from vggcifar.cli import main
 from vggcifar.data import CIFAR10_CLASSES, CIFAR100_CLASSES, class_names_for, load_synthetic
 from vggcifar.images import BACKGROUND, ImageError, read_image, to_model_input

@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from conftest import wait_for_checkpoint
+from conftest import TINY, TINY_ARGS, final_variables, wait_for_checkpoint
 from vggcifar import fsutil
 from vggcifar.cli import main
 from vggcifar.config import make_config
@@ -22,9 +21,6 @@ from vggcifar.data import load_synthetic
 from vggcifar.run import read_history, train_run
 from vggcifar.train import list_checkpoints
 
-# A narrow VGG-16 (1/16 of the filters) keeps each step in milliseconds.
-TINY = dict(width=0.0625, dense_units=16)
-TINY_ARGS = ["--set", "width=0.0625", "--set", "dense_units=16"]
 RUN_FILES = ["config.json", "run.json", "environment.json", "history.csv", "model.keras", "metrics.json",
              "confusion_matrix.csv", "confusion_matrix.png", "curves.png", "report.md"]
 
@@ -36,12 +32,6 @@ def data():
 
 def tiny_config(**kw):
     return make_config("spec", **{**TINY, "epochs": 2, "batch_size": 32, "lr": 0.05, **kw})
-
-
-def final_variables(run_dir) -> list[np.ndarray]:
-    newest = list_checkpoints(run_dir)[-1]
-    with np.load(newest / "variables.npz") as z:
-        return [z[k] for k in sorted(z.files)]
 
 
 def test_run_folder_is_complete_and_consistent(tmp_path, data):

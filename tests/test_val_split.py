@@ -4,6 +4,7 @@ run folder, and the test set kept for the reports when a split is held out."""
 import numpy as np
 import pytest
 
+from conftest import QUIET, TINY, TINY_ARGS
 from vggcifar import fsutil
 from vggcifar.cli import main
 from vggcifar.config import effective_val_split, make_config
@@ -11,9 +12,6 @@ from vggcifar.data import load_synthetic
 from vggcifar.metrics import cross_entropy
 from vggcifar.run import read_history, train_run
 
-TINY = dict(width=0.0625, dense_units=16)
-TINY_ARGS = ["--set", "width=0.0625", "--set", "dense_units=16"]
-QUIET = dict(verbose=0, log=lambda *_: None)
 
 
 @pytest.mark.parametrize(

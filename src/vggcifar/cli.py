@@ -82,17 +82,6 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="expected sha256 of the archive (env: VGGCIFAR_CIFAR10_SHA256, VGGCIFAR_CIFAR100_SHA256)")
 
 
-def load_data(args: argparse.Namespace, *, synthetic_train: int | None = None, synthetic_test: int | None = None,
-              seed: int = 0, download: bool = True):
-    """The dataset that ``add_data_options``' arguments name, as ``CifarData``."""
-    from vggcifar.data import load_dataset
-
-    return load_dataset(
-        args.data, args.dataset, synthetic_train=synthetic_train, synthetic_test=synthetic_test, seed=seed,
-        url=getattr(args, "data_url", None), sha256=getattr(args, "data_sha256", None), download=download,
-    )
-
-
 def _data_lines(d) -> list[str]:
     import numpy as np
 
@@ -286,19 +275,21 @@ def _train_one(args: argparse.Namespace, milestones_arg=None) -> int:
     else:
         config = _train_config(args)
         milestones = milestones_arg or [config.epochs]
-        data_args = _data_args(args)
+        data_args = data_record(args)
     run_dir = args.run_dir or _default_run_dir(config.recipe)
     return _run_training(config, run_dir, milestones, data_args, resume=args.resume, quiet=args.quiet)
 
 
-def _data_args(args: argparse.Namespace) -> dict:
+def data_record(args: argparse.Namespace) -> dict:
+    """What ``add_data_options``' arguments name, as a run records it in run.json
+    (``vggcifar.data.load_source`` loads it)."""
     return {"data": args.data, "dataset": args.dataset, "url": args.data_url, "sha256": args.data_sha256}
 
 
 def _run_training(config, run_dir, milestones, data_args, *, resume: bool, quiet: bool) -> int:
     """Train one run folder; the exit status (TrainingStopped's, or 0)."""
     from vggcifar import run as R
-    from vggcifar.data import load_dataset
+    from vggcifar.data import load_source
     from vggcifar.train import TrainingStopped
 
     if config.epochs < milestones[-1]:
@@ -306,8 +297,7 @@ def _run_training(config, run_dir, milestones, data_args, *, resume: bool, quiet
     from vggcifar.train import resolve_devices
 
     resolve_devices(config.devices, config.batch_size)  # a bad --devices fails before the data loads
-    data = load_dataset(data_args.get("data"), data_args.get("dataset"), limit_train=config.limit_train,
-                        limit_test=config.limit_test, url=data_args.get("url"), sha256=data_args.get("sha256"))
+    data = load_source(data_args, limit_train=config.limit_train, limit_test=config.limit_test)
     print(f"run folder: {run_dir}")
     try:
         metrics = R.train_run(config, data, run_dir, milestones=milestones, resume=resume,
@@ -366,7 +356,7 @@ def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
         if R.holds_run(folder):
             raise UsageError(f"{folder} already holds a run; pass --resume to continue the comparison "
                              "or choose another --run-dir")
-        plans[recipe] = (_train_config(args, recipe), args.milestones, _data_args(args), False)
+        plans[recipe] = (_train_config(args, recipe), args.milestones, data_record(args), False)
     for recipe, (config, milestones, data_args, resume) in plans.items():
         if config.epochs < milestones[-1]:
             raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
@@ -386,8 +376,8 @@ def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vggcifar.evaluate import evaluate_path
 
-    metrics, out = evaluate_path(args.target, data=args.data, dataset=args.dataset,
-                                 limit_test=args.limit_test, out_dir=args.out, tta=args.tta)
+    metrics, out = evaluate_path(args.target, **data_record(args), limit_test=args.limit_test, out_dir=args.out,
+                                 tta=args.tta)
     how = "" if args.tta == "none" else f" with {args.tta} test-time augmentation"
     print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% on {metrics['images']} images{how}; "
           f"files in {out}")
@@ -414,23 +404,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _recipe_settings(name: str | None) -> dict[str, list[dict]]:
+    from vggcifar.config import RECIPES, recipe_settings
+
+    return {n: recipe_settings(n) for n in ([name] if name else RECIPES)}
+
+
 def recipes_text(name: str | None = None) -> str:
     """What `vggcifar recipes [NAME]` prints (and README.md holds): one table per recipe."""
-    from vggcifar.config import RECIPE_SOURCES, RECIPES, recipe_settings
+    from vggcifar.config import RECIPE_SOURCES
     from vggcifar.report import recipes_markdown
 
-    names = [name] if name else list(RECIPES)
-    return recipes_markdown({n: recipe_settings(n) for n in names}, RECIPE_SOURCES)
+    return recipes_markdown(_recipe_settings(name), RECIPE_SOURCES)
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
     import json
 
-    from vggcifar.config import RECIPE_SOURCES, RECIPES, recipe_settings
+    from vggcifar.config import RECIPE_SOURCES
 
-    names = [args.name] if args.name else list(RECIPES)
     if args.json:
-        out = {n: {"settings": recipe_settings(n), "sources": RECIPE_SOURCES.get(n)} for n in names}
+        out = {n: {"settings": rows, "sources": RECIPE_SOURCES.get(n)}
+               for n, rows in _recipe_settings(args.name).items()}
         print(json.dumps({"recipes": out}, indent=2))
     else:
         sys.stdout.write(recipes_text(args.name))
@@ -527,13 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     p.set_defaults(func=_cmd_recipes)
 
+    from vggcifar.evaluate import TTA_MODES
+
     p = sub.add_parser("evaluate", help="metrics and pictures for a saved model")
     p.add_argument("target", metavar="RUN_DIR|MODEL.keras")
     add_data_options(p)
     p.add_argument("--limit-test", type=_positive_int, help="the first N test images only")
     p.add_argument("--out", help="folder for the results (default: RUN_DIR/evaluation or MODEL-evaluation, "
                    "with -flip for --tta flip)")
-    p.add_argument("--tta", choices=("none", "flip"), default="none",
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
                    help="test-time augmentation: flip averages the softmax of each image and its mirror "
                         "(default: none)")
     p.set_defaults(func=_cmd_evaluate)

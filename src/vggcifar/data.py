@@ -670,3 +670,11 @@ def load_dataset(data: str | os.PathLike | None = None, dataset: str | None = "c
     if limit_train is None and limit_test is None:
         return loaded
     return loaded.limit(limit_train, limit_test)
+
+
+def load_source(source: dict, **kwargs) -> CifarData:
+    """``load_dataset`` for a data record: the command line's data options, or
+    the ``"data"`` a run wrote to its run.json (``data``, ``dataset``, ``url``,
+    ``sha256``; missing keys: the defaults). ``kwargs`` go to ``load_dataset``."""
+    return load_dataset(source.get("data"), source.get("dataset"), url=source.get("url"),
+                        sha256=source.get("sha256"), **kwargs)

@@ -53,17 +53,18 @@ def predict_tta(model, x: np.ndarray, tta: str = "none") -> np.ndarray:
     return probs
 
 
-def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=None, tta="none"):
-    """Evaluate ``target`` (a run folder or a .keras file) on the test set,
-    with test-time augmentation ``tta`` (see TTA_MODES); returns (metrics,
-    output folder). The default folder is ``evaluation``, ``evaluation-flip``
-    with flip TTA."""
-    from vggcifar.data import load_dataset
+def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, limit_test=None, out_dir=None,
+                  tta="none"):
+    """Evaluate ``target`` (a run folder or a .keras file) on the test set
+    named by ``data`` / ``dataset`` (a run folder: its own, unless given;
+    ``url`` and ``sha256`` as for ``load_cifar``), with test-time augmentation
+    ``tta`` (see TTA_MODES); returns (metrics, output folder). The default
+    folder is ``evaluation``, ``evaluation-flip`` with flip TTA."""
+    from vggcifar.data import load_source
     from vggcifar.metrics import summarize
     from vggcifar.run import write_evaluation
 
-    if tta not in TTA_MODES:
-        raise ValueError(f"Expected `tta` in {TTA_MODES}. Received: tta={tta!r}")
+    source = {"data": data, "dataset": dataset, "url": url, "sha256": sha256}
     suffix = "" if tta == "none" else f"-{tta}"
     target = Path(target)
     epoch = None
@@ -73,7 +74,7 @@ def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=N
             raise ValueError(f"{target} holds no model.keras: it is not a finished run folder")
         saved = fsutil.read_json(target / "run.json").get("data", {}) if (target / "run.json").exists() else {}
         if data is None and dataset is None:
-            data, dataset = saved.get("data"), saved.get("dataset")
+            source = {**saved, **{k: v for k, v in source.items() if v is not None}}
         if limit_test is None and (target / "config.json").exists():
             limit_test = fsutil.read_json(target / "config.json").get("limit_test")
         if (target / "metrics.json").exists():
@@ -83,7 +84,7 @@ def evaluate_path(target, *, data=None, dataset=None, limit_test=None, out_dir=N
         model_path = target
         out = Path(out_dir) if out_dir else target.with_name(f"{target.stem}-evaluation{suffix}")
     model = load_model(model_path)
-    cifar = load_dataset(data, dataset, limit_train=1, limit_test=limit_test)
+    cifar = load_source(source, limit_train=1, limit_test=limit_test)
     if model.output_shape[-1] != cifar.num_classes:
         raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but the dataset has "
                          f"{cifar.num_classes} classes; pass the matching --data or --dataset")

@@ -143,7 +143,7 @@ def comparison_markdown(comparison: dict) -> str:
         return "—" if v is None else f"{100 * v:.2f}%"
 
     for r in comparison["rows"]:
-        name = f"[`{r['recipe']}`]({r['folder']}/report.md)" + (" (synthetic)" if r.get("synthetic") else "")
+        name = f"[`{r['recipe']}`]({r['recipe']}/report.md)" + (" (synthetic)" if r.get("synthetic") else "")
         final = pct(r["final_accuracy"]) if r["status"] == "complete" else r["status"]
         cells = [name, *[pct(r["test_accuracy"].get(str(m))) for m in milestones], final,
                  "yes" if r["collapsed"] else "no",

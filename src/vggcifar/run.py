@@ -197,7 +197,7 @@ def train_run(
     started = time.monotonic()
     with fsutil.RunLock(run_dir):
         fsutil.remove_stale_temps(run_dir)
-        if not resume and (run_dir / "checkpoints").is_dir() and T.list_checkpoints(run_dir):
+        if not resume and holds_run(run_dir):
             raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it "
                              "or choose another --run-dir")
         # What "auto" means here (layout, precision) is written down, so the
@@ -327,7 +327,7 @@ def resume_arguments(run_dir) -> tuple[TrainConfig, dict]:
 # recipes side by side
 # --------------------------------------------------------------------------- #
 def holds_run(run_dir) -> bool:
-    """True when ``run_dir`` has checkpoints of a run (train_run would refuse it without resume)."""
+    """True when ``run_dir`` has checkpoints of a run: only --resume may continue it."""
     from vggcifar.train import list_checkpoints
 
     return bool(list_checkpoints(run_dir))
@@ -338,18 +338,6 @@ def _read(path: Path) -> dict:
         return fsutil.read_json(path)
     except (OSError, ValueError):
         return {}
-
-
-def _train_images(folder: Path, final: dict) -> int | None:
-    """Images trained on per epoch: metrics.json says so; older runs, from
-    their config and dataset record."""
-    if final.get("train_images") is not None:
-        return final["train_images"]
-    config, env = _read(folder / "config.json"), _read(folder / "environment.json")
-    total = env.get("dataset", {}).get("train_images")
-    if total is None or not config:
-        return None
-    return total - (0 if config.get("validate_on_test") else config.get("val_split") or 0)
 
 
 def compare_runs(run_dir, recipes: list[str]) -> dict:
@@ -368,11 +356,10 @@ def compare_runs(run_dir, recipes: list[str]) -> dict:
             accuracy[str(m)] = _read(milestone_dir(folder, m) / "metrics.json").get("test_accuracy")
         env = _read(folder / "environment.json").get("dataset", {})
         dataset = dataset or env.get("name")
-        seconds, epoch, images = final.get("train_seconds"), final.get("epoch"), _train_images(folder, final)
+        seconds, epoch, images = final.get("train_seconds"), final.get("epoch"), final.get("train_images")
         status = final.get("status", "missing")
         row = {
             "recipe": recipe,
-            "folder": recipe,
             "status": status,
             "test_accuracy": accuracy,
             "final_accuracy": final.get("test_accuracy") if status == "complete" else None,

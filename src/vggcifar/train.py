@@ -8,8 +8,8 @@ batches as an uninterrupted one; on CPU the final weights are bit-identical.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-import os
 import shutil
 import signal
 import time
@@ -235,33 +235,33 @@ def resolve_devices(devices: int | str, batch_size: int, backend: str | None = N
     return chosen
 
 
-def data_parallel(config: TrainConfig):
-    """keras.distribution.DataParallel over the config's devices, or None for one."""
-    devices = resolve_devices(config.devices, config.batch_size)
+def device_scope(devices: list[str]):
+    """A context in which models are built and trained on ``devices`` (from
+    ``resolve_devices``): on more than one, variables are replicated and each
+    step's batch is split along its first axis (keras.distribution.DataParallel;
+    its scope sets keras' global distribution and restores the previous one)."""
     if len(devices) == 1:
-        return None
-    return keras.distribution.DataParallel(devices=devices)
+        return contextlib.nullcontext()
+    return keras.distribution.DataParallel(devices=devices).scope()
 
 
-def device_scope(config: TrainConfig):
-    """A context in which models are built and trained on the config's devices:
-    variables are replicated and each step's batch is split along its first axis
-    (the scope sets keras' global distribution and restores the previous one on exit)."""
-    distribution = data_parallel(config)
-    return distribution.scope() if distribution is not None else contextlib.nullcontext()
+@functools.cache
+def _process_slot() -> tuple[int, int]:
+    """(process count, this process's index): (1, 0) but under a multi-host
+    keras.distribution (JAX). Fixed for the life of the process, so looked up once."""
+    if keras.backend.backend() not in DISTRIBUTED_BACKENDS:
+        return 1, 0
+    import jax
+
+    return jax.process_count(), jax.process_index()
 
 
 def process_rows(idx: np.ndarray) -> np.ndarray:
     """This process's share of a global batch's rows. With one process (one
     host) that is every row; with several (keras.distribution.initialize), each
     feeds one contiguous slice and JAX assembles the global batch from them."""
-    if keras.backend.backend() not in DISTRIBUTED_BACKENDS:
-        return idx
-    import jax
-
-    if jax.process_count() == 1:
-        return idx
-    return np.array_split(idx, jax.process_count())[jax.process_index()]
+    count, index = _process_slot()
+    return idx if count == 1 else np.array_split(idx, count)[index]
 
 
 def usable_images(n: int, batch_size: int, devices: int) -> int:
@@ -454,9 +454,9 @@ def fit(
     for tests and benchmarks of interruption. The model is built and trained
     on ``config.devices`` (data-parallel on more than one, see ``device_scope``).
     """
-    devices = len(resolve_devices(config.devices, config.batch_size))
-    with device_scope(config):
-        return _fit(config, data, Path(run_dir), devices=devices, resume=resume, on_epoch_end=on_epoch_end,
+    devices = resolve_devices(config.devices, config.batch_size)
+    with device_scope(devices):
+        return _fit(config, data, Path(run_dir), devices=len(devices), resume=resume, on_epoch_end=on_epoch_end,
                     log=log, verbose=verbose, max_steps=max_steps)
 
 
