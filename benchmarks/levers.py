@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     import vggcifar  # noqa: F401  (names the default backend before keras loads)
     import keras
 
-    from vggcifar import bench
+    from vggcifar import backend, bench
     from vggcifar import train as T
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
             run["cpu"].append((r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / dt)
             if default_threads is not None:
                 torch.set_num_threads(default_threads)
-    env = bench.environment()
+    env = backend.environment()
     first = statistics.median(runs[0]["rates"])
     rows = []
     for run in runs:

@@ -22,7 +22,7 @@ import time
 
 def one_size(images: int, steps: int, warmup: int, batch_size: int | None) -> dict:
     import vggcifar  # noqa: F401  (names the default backend before keras loads)
-    from vggcifar import bench
+    from vggcifar import backend, bench
     from vggcifar import train as T
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
@@ -53,7 +53,7 @@ def one_size(images: int, steps: int, warmup: int, batch_size: int | None) -> di
             "images_per_second": config.batch_size / per_step,
             "epoch_seconds_extrapolated": steps_per_epoch * per_step,
             "peak_rss_mib": bench.peak_rss_mib(), "rss_after_data_mib": rss_data,
-            "environment": bench.environment()}
+            "environment": backend.environment()}
 
 
 def main(argv=None) -> int:

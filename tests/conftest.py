@@ -19,19 +19,19 @@ def final_variables(run_dir: Path) -> list:
     """The newest checkpoint's variables, in a fixed order."""
     import numpy as np
 
-    from vggcifar.train import list_checkpoints
+    from vggcifar.rundir import RunDir
 
-    with np.load(list_checkpoints(run_dir)[-1] / "variables.npz") as z:
+    with np.load(RunDir(run_dir).list_checkpoints()[-1] / "variables.npz") as z:
         return [z[k] for k in sorted(z.files)]
 
 
 def wait_for_checkpoint(run: Path, proc, minimum_step: int, timeout: float = 180) -> None:
     """Wait until training process ``proc`` has a checkpoint at ``minimum_step`` or later in ``run``."""
-    from vggcifar.train import list_checkpoints
+    from vggcifar.rundir import RunDir
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        steps = [int(p.name.split("-")[1]) for p in list_checkpoints(run)]
+        steps = [int(p.name.split("-")[1]) for p in RunDir(run).list_checkpoints()]
         if steps and max(steps) >= minimum_step:
             return
         if proc.poll() is not None:

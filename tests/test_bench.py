@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from vggcifar import bench
+from vggcifar import backend, bench
 from vggcifar import train as T
 from vggcifar.cli import main
 from vggcifar.config import make_config
@@ -178,9 +178,9 @@ def test_spread_and_plan_checks():
 # the speed defaults keep the spec's function
 # --------------------------------------------------------------------------- #
 def test_auto_layout_is_the_backends_faster_one():
-    assert T.resolve_data_format("auto", "torch") == "channels_first"
-    assert T.resolve_data_format("auto", "tensorflow") == "channels_last"
-    assert T.resolve_data_format("channels_last", "torch") == "channels_last"
+    assert backend.resolve_data_format("auto", "torch") == "channels_first"
+    assert backend.resolve_data_format("auto", "tensorflow") == "channels_last"
+    assert backend.resolve_data_format("channels_last", "torch") == "channels_last"
     with pytest.raises(ValueError, match="Received: data_format='nchw'"):
         make_config("spec", data_format="nchw")
 

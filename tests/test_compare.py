@@ -6,8 +6,9 @@ import pytest
 from conftest import TINY_ARGS
 from vggcifar import fsutil
 from vggcifar.cli import main
-from vggcifar.report import comparison_markdown, hms
-from vggcifar.run import compare_runs
+from vggcifar.progress import hms
+from vggcifar.report import comparison_markdown
+from vggcifar.experiment import compare_runs
 
 
 

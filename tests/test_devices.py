@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from vggcifar.cli import main
-from vggcifar.train import resolve_devices
+from vggcifar.backend import resolve_devices
 
 # Runs `vggcifar train` twice in one process (one JAX start-up), on one device
 # and on two, and records what the project's own training step was handed:
@@ -19,7 +19,7 @@ import json, sys
 from keras.src.backend.jax import trainer as jax_trainer
 from vggcifar import fsutil
 from vggcifar.cli import main
-from vggcifar.run import read_history
+from vggcifar.rundir import RunDir
 
 seen = []
 make = jax_trainer.JAXTrainer.make_train_function
@@ -47,7 +47,7 @@ for devices in ("1", "2"):
                    "--epochs", "2", "--batch-size", "32", "--lr", "0.01", "--seed", "5", "--quiet",
                    "--set", "width=0.0625", "--set", "dense_units=16", "--devices", devices, "--run-dir", run])
     out[devices] = {"status": status, "seen": seen[:], "metrics": fsutil.read_json(f"{run}/metrics.json"),
-                    "history": read_history(f"{run}/history.csv")}
+                    "history": RunDir(run).read_history()}
 print("RESULT " + json.dumps(out))
 """
 
@@ -115,7 +115,7 @@ def resolve_devices_fake(devices, batch_size):
     """resolve_devices as on a JAX host with two devices."""
     from unittest import mock
 
-    with mock.patch("vggcifar.train.visible_devices", return_value=["cpu:0", "cpu:1"]):
+    with mock.patch("vggcifar.backend.visible_devices", return_value=["cpu:0", "cpu:1"]):
         return resolve_devices(devices, batch_size, backend="jax")
 
 

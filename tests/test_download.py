@@ -86,7 +86,7 @@ def test_good_download(server, tmp_path, sleeps):
 def test_truncated_body_is_retried_then_given_up(server, tmp_path, sleeps):
     server.routes["/f"] = [("truncate", BODY)]
     target = tmp_path / "f"
-    with pytest.raises(DataError, match=r"cannot download .* \(after 3 attempts\)"):
+    with pytest.raises(download.DownloadError, match=r"cannot download .* \(after 3 attempts\)"):
         fetch(server.url("/f"), target, sleeps, retries=3, backoff=0.5)
     assert len(server.requests) == 3 and sleeps == [0.5, 1.0]
     only(tmp_path)
@@ -108,7 +108,7 @@ def test_500_then_200(server, tmp_path, sleeps):
 def test_wrong_hash_leaves_nothing(server, tmp_path, sleeps, hashes):
     server.routes["/f"] = [("ok", BODY)]
     target = tmp_path / "f"
-    with pytest.raises(DataError, match="does not match the expected") as err:
+    with pytest.raises(download.DownloadError, match="does not match the expected") as err:
         fetch(server.url("/f"), target, sleeps, **hashes)
     assert "nothing was saved" in str(err.value)
     only(tmp_path)
@@ -116,7 +116,7 @@ def test_wrong_hash_leaves_nothing(server, tmp_path, sleeps, hashes):
 
 
 def test_404_is_not_retried(server, tmp_path, sleeps):
-    with pytest.raises(DataError, match="HTTP 404"):
+    with pytest.raises(download.DownloadError, match="HTTP 404"):
         fetch(server.url("/missing"), tmp_path / "f", sleeps)
     assert len(server.requests) == 1
     only(tmp_path)
@@ -126,7 +126,7 @@ def test_offline_error_says_where_to_put_the_file(tmp_path, sleeps):
     s = Server()
     url = s.url("/f")
     s.close()  # nothing listens there now: connection refused
-    with pytest.raises(DataError, match=r"\(after 2 attempts\); put it at /somewhere") as err:
+    with pytest.raises(download.DownloadError, match=r"\(after 2 attempts\); put it at /somewhere") as err:
         fetch(url, tmp_path / "f", sleeps, retries=2, hint="put it at /somewhere")
     assert "refused" in str(err.value).lower()
     only(tmp_path)
@@ -135,7 +135,7 @@ def test_offline_error_says_where_to_put_the_file(tmp_path, sleeps):
 def test_https_to_http_redirect_is_refused():
     handler = download._NoDowngrade()
     req = urllib.request.Request("https://mirror.invalid/cifar.tar.gz")
-    with pytest.raises(DataError, match="downgrade from https"):
+    with pytest.raises(download.DownloadError, match="downgrade from https"):
         handler.redirect_request(req, io.BytesIO(), 302, "Found", {}, "http://mirror.invalid/cifar.tar.gz")
     same = handler.redirect_request(req, io.BytesIO(), 302, "Found", {}, "https://other.invalid/cifar.tar.gz")
     assert same.full_url == "https://other.invalid/cifar.tar.gz"

@@ -31,10 +31,11 @@ import keras
 from conftest import QUIET, TINY_ARGS, final_variables, wait_for_checkpoint
 from vggcifar import download, fixtures, fsutil
 from vggcifar.cli import main
-from vggcifar.config import load_config, make_config
+from vggcifar.config import make_config
 from vggcifar.data import DataError, load_cifar, load_dataset
-from vggcifar.run import train_run
-from vggcifar.train import TrainingStopped, list_checkpoints
+from vggcifar.experiment import train_run
+from vggcifar.rundir import RunDir
+from vggcifar.train import Interrupted, TrainingStopped
 
 
 
@@ -381,10 +382,10 @@ def test_nonfinite_weights_stop_the_run_and_are_never_saved(tmp_path, monkeypatc
     assert sorted(str(p.relative_to(run)) for p in models) == ["epochs-001/model.keras", "model.keras"]
     for path in models:
         assert all(np.isfinite(w).all() for w in model_weights(path)), path
-    for ckpt in list_checkpoints(run):
+    for ckpt in RunDir(run).list_checkpoints():
         with np.load(ckpt / "variables.npz") as z:
             assert all(np.isfinite(z[k]).all() for k in z.files if z[k].dtype.kind == "f"), ckpt
-    assert fsutil.read_json(list_checkpoints(run)[-1] / "state.json")["epoch"] == 1
+    assert fsutil.read_json(RunDir(run).list_checkpoints()[-1] / "state.json")["epoch"] == 1
     saved = fsutil.read_json(run / "metrics.json")
     assert saved["status"] == "failed" and "non-finite" in saved["reason"] and saved["epoch"] == 1
     report = (run / "report.md").read_text()
@@ -418,11 +419,11 @@ def test_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_pat
         holder.wait()
     # SIGKILL left the lock behind, naming a process that no longer exists.
     assert (run / "lock").read_text().strip() == str(holder.pid)
-    config = load_config(run / "config.json")
+    config = RunDir(run).read_config()
     data = load_dataset(None, "synthetic", limit_train=config.limit_train, limit_test=config.limit_test)
-    with pytest.raises(TrainingStopped) as stop:  # one step, then a checkpoint
+    with pytest.raises(Interrupted) as stop:  # one step, then a checkpoint
         train_run(config, data, run, resume=True, max_steps=1, **QUIET)
-    assert stop.value.status == 0
+    assert stop.value.signum is None
     assert not (run / "lock").exists() and temp_names(run) == []
 
 
@@ -514,7 +515,7 @@ def test_broken_download_leaves_nothing(tmp_path, mode, message):
     server = BreakingServer(mode)
     target = tmp_path / "cache" / "cifar.tar.gz"
     try:
-        with pytest.raises(DataError, match=message):
+        with pytest.raises(download.DownloadError, match=message):
             download.fetch(server.url, target, sha256=SHA, retries=2, sleep=lambda s: None, progress=False,
                            timeout=10)
     finally:
@@ -553,7 +554,7 @@ def test_hostile_archive_writes_nothing_anywhere(tmp_path):
 
 
 def test_model_file_with_code_is_refused_and_never_runs(tmp_path):
-    from vggcifar.evaluate import load_model
+    from vggcifar.inference import load_model
 
     marker = tmp_path / "ran"
     inputs = keras.Input((32, 32, 3))

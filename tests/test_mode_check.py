@@ -13,7 +13,8 @@ from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
 from vggcifar.metrics import MISMATCH_KEPT_SHARE, MISMATCH_TRAIN_LEAD, MODE_CHECK_IMAGES, mode_mismatch
 from vggcifar.report import milestone_section, mismatch_message
-from vggcifar.run import read_history, save_model, train_run
+from vggcifar.experiment import train_run
+from vggcifar.rundir import ResultDir, RunDir
 from vggcifar.train import build_training, train_batch
 
 
@@ -80,7 +81,7 @@ def test_run_records_inference_accuracy_on_its_training_sample(tmp_path):
                          augment=())
     run = tmp_path / "run"
     metrics = train_run(config, data, run, verbose=0, log=lambda *_: None)
-    row = read_history(run / "history.csv")[0]
+    row = RunDir(run).read_history()[0]
     # Recompute from the saved model on the check's sample (every training image: fewer than the cap).
     assert len(data.x_train) < MODE_CHECK_IMAGES
     model = keras.models.load_model(run / "model.keras")
@@ -100,7 +101,7 @@ def test_healthy_batch_norm_run_agrees_in_both_modes(tmp_path, learnable):
     run = tmp_path / "run"
     logs = []
     train_run(config, learnable, run, verbose=0, log=logs.append)
-    history = read_history(run / "history.csv")
+    history = RunDir(run).read_history()
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     last = history[-1]
     assert last["accuracy"] >= LEARNED  # learned, so a mismatch could have been flagged
@@ -132,7 +133,7 @@ def test_moving_statistics_that_never_follow_are_flagged(tmp_path, learnable, ca
     run = tmp_path / "run"
     train_run(config, learnable, run, verbose=0)  # the default log: print
     out = capsys.readouterr().out
-    history = read_history(run / "history.csv")
+    history = RunDir(run).read_history()
     chance = 1 / learnable.num_classes
     last = history[-1]
     assert last["accuracy"] >= LEARNED and last["accuracy"] > history[0]["accuracy"]
@@ -208,7 +209,7 @@ def test_augmentation_acts_in_training_only_and_is_not_saved(tmp_path):
     # The saved model: none of the augmentation layers, the same predictions on every call,
     # equal to the in-memory model in inference mode.
     path = tmp_path / "model.keras"
-    save_model(model, path)
+    ResultDir(path.parent).save_model(model)
     loaded = keras.models.load_model(path)
     names = {type(layer).__name__ for layer in loaded._flatten_layers()}
     assert not names & {"RandomTranslation", "RandomFlip", "RandomErasing", "RandomCrop", "RandomRotation"}

@@ -271,9 +271,9 @@ def pictures(tmp_path):
 
 
 def test_png_of_a_test_image_is_predicted_as_in_memory_evaluation(tmp_path, model_path):
-    from vggcifar.evaluate import load_model
+    from vggcifar.inference import load_model
     from vggcifar.predict import predict_files
-    from vggcifar.train import predict_probs
+    from vggcifar.inference import predict_probs
 
     x = load_synthetic(1, 6, seed=7).x_test
     paths = []
@@ -293,8 +293,8 @@ def test_png_of_a_test_image_is_predicted_as_in_memory_evaluation(tmp_path, mode
 
 
 def test_evaluate_and_predict_share_the_resize(model_path):
-    from vggcifar.evaluate import load_model, model_probs
-    from vggcifar.train import predict_probs
+    from vggcifar.inference import load_model, model_probs
+    from vggcifar.inference import predict_probs
 
     model = load_model(model_path)
     big = np.stack([_noise(64, 64, 5), _noise(64, 64, 6)])
@@ -343,7 +343,7 @@ def test_model_without_its_pixel_scaling_is_refused(tmp_path, pictures):
 def test_safe_mode_is_never_turned_off_in_src():
     offenders = [str(p) for p in SRC.rglob("*.py") if "safe_mode=False" in p.read_text(encoding="utf-8")]
     assert offenders == []
-    assert "safe_mode=True" in (SRC / "vggcifar" / "evaluate.py").read_text()
+    assert "safe_mode=True" in (SRC / "vggcifar" / "inference.py").read_text()
 
 
 # ------------------------------------------------------------------ the command

@@ -1,5 +1,5 @@
 """`vggcifar recipes`: every shown value has a unit and a source, the values
-are the configs the recipes make, and README.md holds the same tables."""
+are the configs the recipes make, and docs/recipes.md holds the same tables."""
 
 import json
 import re
@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from vggcifar.cli import main, recipes_text
-from vggcifar.config import (DEFAULT_SOURCES, KEY_SETTINGS, OPTIMIZER, RECIPES, VALUE_SOURCES, TrainConfig,
-                             make_config, recipe_settings)
+from vggcifar.cli import main
+from vggcifar.config import FIELDS, OPTIMIZER, RECIPES, VALUE_SOURCES, TrainConfig, make_config
+from vggcifar.report import recipe_settings, recipes_text
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+RECIPES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+KEY_SETTINGS = [k for k, meta in FIELDS.items() if meta["key"]]
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
@@ -29,7 +30,8 @@ def test_settings_are_the_recipes_configs_with_units_and_sources(recipe):
         expected = OPTIMIZER if r["key"] == "optimizer" else config[r["key"]]
         assert r["value"] == expected
         assert r["changed"] == (r["key"] != "optimizer" and expected != defaults[r["key"]])
-        want = VALUE_SOURCES[recipe][r["key"]] if r["changed"] else DEFAULT_SOURCES[r["key"]]
+        want = (VALUE_SOURCES[recipe][r["key"]] if r["changed"] else
+                "spec: SGD" if r["key"] == "optimizer" else FIELDS[r["key"]]["source"])
         assert r["source"] == want
 
 
@@ -41,12 +43,18 @@ def test_every_source_names_a_value_its_recipe_changes():
         assert not stale, f"{recipe}: sources for unchanged values {stale}"
 
 
-def test_readme_holds_the_recipes_output():
-    text = README.read_text(encoding="utf-8")
+def test_every_field_has_a_unit_a_meaning_and_a_source():
+    for name, meta in FIELDS.items():
+        assert meta["unit"].strip() and meta["doc"].strip() and meta["source"].strip(), name
+    assert set(FIELDS) == set(TrainConfig().to_dict()) - {"recipe"}
+
+
+def test_recipes_page_holds_the_recipes_output():
+    text = RECIPES_PAGE.read_text(encoding="utf-8")
     found = re.search(r"<!-- recipes:begin -->\n(.*?)<!-- recipes:end -->", text, re.S)
-    assert found, "README.md has no recipes:begin/end markers"
+    assert found, "docs/recipes.md has no recipes:begin/end markers"
     assert found.group(1) == recipes_text(), (
-        "README.md's recipe tables differ from `vggcifar recipes`: put its output between the markers")
+        "docs/recipes.md's recipe tables differ from `vggcifar recipes`: put its output between the markers")
 
 
 def test_cli_prints_tables_one_recipe_and_json(capsys):

@@ -10,7 +10,8 @@ from vggcifar.cli import main
 from vggcifar.config import effective_val_split, make_config
 from vggcifar.data import load_synthetic
 from vggcifar.metrics import cross_entropy
-from vggcifar.run import read_history, train_run
+from vggcifar.experiment import train_run
+from vggcifar.rundir import RunDir
 
 
 
@@ -42,13 +43,17 @@ def test_explicit_split_larger_than_the_set_is_an_error():
 
 def test_split_with_validation_on_the_test_set_is_refused():
     with pytest.raises(ValueError, match="to be 0 while validate_on_test is true"):
-        make_config("spec", val_split=100)
+        make_config("spec", val_split=100, validate_on_test=True)
+    # Asked for alone, a held-out split replaces the spec's validation on the test set.
+    assert make_config("spec", val_split=100).validate_on_test is False
+    assert make_config("spec", val_split=0).validate_on_test is True
 
 
 @pytest.mark.slow
 def test_held_out_split_feeds_the_history_and_the_test_set_only_the_reports(tmp_path, monkeypatch):
+    from vggcifar import experiment
     from vggcifar import train as T
-    from vggcifar.evaluate import load_model
+    from vggcifar.inference import load_model
 
     data = load_synthetic(train=300, test=48, seed=5)
     calls = []
@@ -59,7 +64,8 @@ def test_held_out_split_feeds_the_history_and_the_test_set_only_the_reports(tmp_
                      "train" if np.shares_memory(x, data.x_train) else "other")
         return real(model, x, *a, **k)
 
-    monkeypatch.setattr(T, "predict_probs", recording)
+    monkeypatch.setattr(T, "predict_probs", recording)  # validation, in the loop
+    monkeypatch.setattr(experiment, "predict_probs", recording)  # the test set, at a milestone
     config = make_config("spec-he", **TINY, epochs=2, batch_size=32, precision="float32")
     run = tmp_path / "run"
     train_run(config, data, run, milestones=[2], **QUIET)
@@ -76,7 +82,7 @@ def test_held_out_split_feeds_the_history_and_the_test_set_only_the_reports(tmp_
     # training images, not on the test set.
     model = load_model(run / "model.keras")
     held_out = np.asarray(model.predict(data.x_train[270:], verbose=0))
-    last = read_history(run / "history.csv")[-1]
+    last = RunDir(run).read_history()[-1]
     assert last["val_loss"] == pytest.approx(cross_entropy(held_out, data.y_train[270:]), rel=1e-5)
     assert last["val_accuracy"] == pytest.approx(float((held_out.argmax(1) == data.y_train[270:]).mean()))
     test_probs = np.asarray(model.predict(data.x_test, verbose=0))
@@ -97,7 +103,7 @@ def test_cli_val_split_option(tmp_path, capsys):
     status, run = _train(tmp_path, "none", "--recipe", "spec-he", "--val-split", "0")
     assert status == 0
     assert fsutil.read_json(run / "config.json")["val_split"] == 0
-    assert read_history(run / "history.csv")[0]["val_loss"] is None
+    assert RunDir(run).read_history()[0]["val_loss"] is None
     # On the spec, --val-split N replaces validation on the test set.
     status, run = _train(tmp_path, "spec", "--val-split", "40")
     assert status == 0

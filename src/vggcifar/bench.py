@@ -6,7 +6,7 @@ Each figure is the median of several timed windows, with their min and max:
 the machine may be shared, so compare ratios measured in one run.
 
 The training figure goes through ``vggcifar.train``'s own functions
-(``build_training``, ``epoch_permutation``, ``batch_indices``, ``train_batch``):
+(``build_training``, ``batches``, ``train_batch``):
 what is measured is what ``vggcifar train`` runs. The baseline is the spec's
 plain usage on the same backend and device: float32 images scaled up front,
 the ZeroPadding2D model, ``model.fit`` with its defaults (shuffle, one
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -34,6 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import keras
+
+from vggcifar import backend
+from vggcifar.inference import INFERENCE_BATCH
 
 #: Work of one training step per forward pass: the forward pass, the
 #: gradient with respect to each layer's inputs, and with respect to its
@@ -174,19 +176,13 @@ def measure_training(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
     t0 = time.perf_counter()
     model, train_model = T.build_training(config, num_classes, steps_per_epoch)
     build_seconds = time.perf_counter() - t0
-    position = {"step": 0, "epoch": 0}
-    perm = [T.epoch_permutation(config.seed, 0, n)]
+    stream = T.batches(config.seed, n, bs)  # the same shuffle and epoch rollover as fit's
 
     def one_step() -> int:
-        if position["step"] == steps_per_epoch:  # a new epoch, as in fit
-            position["step"] = 0
-            position["epoch"] += 1
-            perm[0] = T.epoch_permutation(config.seed, position["epoch"], n)
-        idx = T.batch_indices(perm[0], position["step"], bs)
+        _, _, idx = next(stream)
         logs = T.train_batch(train_model, x, y, idx, num_classes)
         if not math.isfinite(logs["loss"]):
             raise FloatingPointError(f"the training loss became {logs['loss']}")
-        position["step"] += 1
         return len(idx)
 
     t0 = time.perf_counter()
@@ -208,18 +204,18 @@ def measure_training(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
 
 
 def measure_inference(model, x, plan: BenchPlan, batch_size: int | None = None) -> dict:
-    """Images/s of ``vggcifar.train.predict_probs`` (what evaluation uses)."""
-    from vggcifar import train as T
+    """Images/s of ``vggcifar.inference.predict_probs`` (what evaluation uses)."""
+    from vggcifar import inference as I
 
-    batch_size = batch_size or T.INFERENCE_BATCH
+    batch_size = batch_size or I.INFERENCE_BATCH
     chunk = plan.predict_batches_per_window * batch_size
     reps = -(-chunk // len(x))
     x = np.concatenate([x] * reps)[:chunk] if reps > 1 else x[:chunk]
-    T.predict_probs(model, x[:batch_size], batch_size)  # warm-up
+    I.predict_probs(model, x[:batch_size], batch_size)  # warm-up
     rates = []
     for _ in range(plan.windows):
         t0 = time.perf_counter()
-        T.predict_probs(model, x, batch_size)
+        I.predict_probs(model, x, batch_size)
         rates.append(len(x) / (time.perf_counter() - t0))
     return {"images_per_second": spread(rates), "batch_size": batch_size}
 
@@ -270,7 +266,7 @@ def measure_baseline(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
     k = plan.steps_per_window
     rates = [k * bs / (t[(i + 1) * k] - t[i * k]) for i in range(plan.windows)]
     # inference the plain way: model.predict with its defaults
-    chunk = x_float[:plan.predict_batches_per_window * T.INFERENCE_BATCH]
+    chunk = x_float[:plan.predict_batches_per_window * INFERENCE_BATCH]
     model.predict(chunk[:32], verbose=0)
     predict = []
     for _ in range(plan.windows):
@@ -283,27 +279,6 @@ def measure_baseline(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
 # --------------------------------------------------------------------------- #
 # the whole benchmark
 # --------------------------------------------------------------------------- #
-def environment() -> dict:
-    """backend, device and versions, recorded with every figure."""
-    import vggcifar
-    from vggcifar.run import _cpu_name, device_info
-
-    backend = keras.backend.backend()
-    versions = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__,
-                "vggcifar": vggcifar.__version__}
-    try:
-        versions[backend] = __import__(backend).__version__
-    except Exception:  # informative only
-        pass
-    env = {"backend": backend, "device": device_info(), "cpu": _cpu_name(), "platform": platform.platform(),
-           "versions": versions}
-    if backend == "torch":
-        import torch
-
-        env["torch_threads"] = torch.get_num_threads()
-    return env
-
-
 def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_classes: int = 10,
                   seed: int = 0) -> dict:
     """Every figure of ``vggcifar bench`` as one JSON-ready dict.
@@ -313,7 +288,6 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
     ``peak_rss_mib`` is the whole process's, baseline included.
     """
     from vggcifar.data import load_synthetic
-    from vggcifar.train import resolve_data_format
 
     started = time.perf_counter()
     data = load_synthetic(train=images, test=1, seed=seed)
@@ -324,7 +298,7 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
     train_rss = peak_rss_mib()
     forward = flops(model)
     per_train_image = TRAIN_FORWARD_PASSES * forward
-    env = environment()
+    env = backend.environment()
     peak = matmul_peak_gflops(numpy=env["device"].get("kind") == "cpu")
     train_ips = train["images_per_second"]["median"]
     achieved = train_ips * per_train_image / 1e9
@@ -334,7 +308,7 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
         "width": config.width,
         "dense_units": config.dense_units,
         "padding": config.padding,
-        "data_format": resolve_data_format(config.data_format),
+        "data_format": backend.resolve_data_format(config.data_format),
         "batch_size": config.batch_size,
         "images": images,
         "plan": {"warmup_steps": plan.warmup_steps, "windows": plan.windows,

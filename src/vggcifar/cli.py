@@ -1,13 +1,34 @@
-"""The ``vggcifar`` command: parses arguments and calls the library.
+"""The ``vggcifar`` command: parses arguments, calls the library, prints, and turns outcomes into exit statuses.
 
 Every failure a user can cause ends in one line on stderr that says what is
-wrong and how to fix it, and exit status 2; no traceback.
+wrong and how to fix it, and exit status 2; no traceback. A training run that
+stops early exits with its own status (``exit_status``). Keras and its backend
+are imported only by the commands that build or run a model.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+
+#: Exit statuses of a training run that stops early (vggcifar.train's reasons):
+#: the loss or weights became non-finite; Ctrl-C and SIGTERM, as a shell reports
+#: a process ended by them (128 + the signal's number).
+STATUS_BAD_INPUT = 2
+STATUS_DIVERGED = 3
+STATUS_INTERRUPTED = 1  # a step budget ran out (not reachable from the command line)
+
+
+def exit_status(stop) -> int:
+    """The exit status for a ``vggcifar.train.TrainingStopped``."""
+    from vggcifar.train import Diverged, Interrupted
+
+    if isinstance(stop, Diverged):
+        return STATUS_DIVERGED
+    if isinstance(stop, Interrupted) and stop.signum in (signal.SIGINT, signal.SIGTERM):
+        return 128 + stop.signum
+    return STATUS_INTERRUPTED
 
 
 class UsageError(Exception):
@@ -165,22 +186,15 @@ MULTI_HOST_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PR
 
 
 def _initialize_hosts(args: argparse.Namespace) -> None:
-    """Join a multi-host JAX cluster when the options or keras' variables say so;
-    it must happen before anything computes."""
+    """Join a multi-host JAX cluster when the options or keras' variables say so."""
     import os
 
     given = (args.coordinator, args.num_processes, args.process_id)
     if all(v is None for v in given) and not any(os.environ.get(k) for k in MULTI_HOST_ENV):
         return
-    import keras
+    from vggcifar import backend
 
-    if keras.backend.backend() != "jax":
-        raise UsageError(f"multi-host training needs the JAX backend, not {keras.backend.backend()}: "
-                         "run with KERAS_BACKEND=jax")
-    if args.num_processes is not None and args.process_id is not None and not (
-            0 <= args.process_id < args.num_processes):
-        raise UsageError(f"--process-id {args.process_id} is outside 0..{args.num_processes - 1}")
-    keras.distribution.initialize(args.coordinator, args.num_processes, args.process_id)
+    backend.initialize_hosts(*given)
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -239,45 +253,11 @@ def _train_config(args, recipe: str | None = None):
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      precision=args.precision, limit_train=args.limit_train, limit_test=args.limit_test,
                      checkpoint_minutes=args.checkpoint_minutes, val_split=args.val_split, devices=args.devices)
-    if args.val_split:  # a held-out split replaces the spec's validation on the test set
-        overrides["validate_on_test"] = False
     for key, value in _parse_overrides(args.overrides).items():
         if overrides.get(key) is not None:
             raise UsageError(f"{key} is given twice (as an option and with --set)")
         overrides[key] = value
     return make_config(recipe or args.recipe or "spec", **overrides)
-
-
-def _default_run_dir(recipe: str) -> str:
-    import time
-
-    return str(__import__("pathlib").Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    _initialize_hosts(args)
-    return _train_one(args)
-
-
-def _train_one(args: argparse.Namespace, milestones_arg=None) -> int:
-    from vggcifar import run as R
-
-    if args.resume:
-        if not args.run_dir:
-            raise UsageError("--resume needs --run-dir: the run folder to continue")
-        config, saved = R.resume_arguments(args.run_dir)
-        if args.devices is not None:  # the machine may differ; the recipe does not
-            import dataclasses
-
-            config = dataclasses.replace(config, devices=args.devices)
-        data_args = saved.get("data", {})
-        milestones = saved.get("milestones")
-    else:
-        config = _train_config(args)
-        milestones = milestones_arg or [config.epochs]
-        data_args = data_record(args)
-    run_dir = args.run_dir or _default_run_dir(config.recipe)
-    return _run_training(config, run_dir, milestones, data_args, resume=args.resume, quiet=args.quiet)
 
 
 def data_record(args: argparse.Namespace) -> dict:
@@ -286,91 +266,70 @@ def data_record(args: argparse.Namespace) -> dict:
     return {"data": args.data, "dataset": args.dataset, "url": args.data_url, "sha256": args.data_sha256}
 
 
-def _run_training(config, run_dir, milestones, data_args, *, resume: bool, quiet: bool) -> int:
-    """Train one run folder; the exit status (TrainingStopped's, or 0)."""
-    from vggcifar import run as R
-    from vggcifar.data import load_source
+def _plan(args: argparse.Namespace, milestones: list[int] | None = None):
+    from vggcifar import experiment
+
+    if args.resume:
+        if not args.run_dir:
+            raise UsageError("--resume needs --run-dir: the run folder to continue")
+        return experiment.resume_plan(args.run_dir, devices=args.devices)
+    config = _train_config(args)
+    run_dir = args.run_dir or experiment.default_run_dir(config.recipe)
+    return experiment.new_plan(config, run_dir, milestones, data_record(args))
+
+
+def _train(plan, quiet: bool) -> int:
+    """Train one run folder; the exit status."""
+    from vggcifar import experiment
     from vggcifar.train import TrainingStopped
 
-    if config.epochs < milestones[-1]:
-        raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
-    from vggcifar.train import resolve_devices
-
-    resolve_devices(config.devices, config.batch_size)  # a bad --devices fails before the data loads
-    data = load_source(data_args, limit_train=config.limit_train, limit_test=config.limit_test)
-    print(f"run folder: {run_dir}")
     try:
-        metrics = R.train_run(config, data, run_dir, milestones=milestones, resume=resume,
-                              data_args=data_args, verbose=0 if quiet else 1)
+        metrics = experiment.run_plan(plan, verbose=0 if quiet else 1)
     except TrainingStopped as stop:
         print(f"vggcifar: {stop.reason}", file=sys.stderr)
-        return stop.status
-    print(f"test accuracy after {metrics['epoch']} epochs: {100 * metrics['test_accuracy']:.2f}%; "
-          f"report: {run_dir}/report.md")
+        return exit_status(stop)
+    print(experiment.finished_line(metrics, plan.run_dir))
     return 0
 
 
-#: The spec's Results section: test accuracy after 10, 20, 50 and 100 epochs.
-SPEC_MILESTONES = (10, 20, 50, 100)
-
-
-def default_milestones(epochs: int | None) -> list[int]:
-    """The spec's milestones, cut at ``epochs`` (which is always reported)."""
-    if epochs is None:
-        return list(SPEC_MILESTONES)
-    return [m for m in SPEC_MILESTONES if m < epochs] + [epochs]
+def _cmd_train(args: argparse.Namespace) -> int:
+    _initialize_hosts(args)
+    return _train(_plan(args), args.quiet)
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    from vggcifar import experiment
+
     if args.milestones is None:
-        args.milestones = default_milestones(args.epochs)
+        args.milestones = experiment.default_milestones(args.epochs)
     if not args.resume and args.epochs is None:
         args.epochs = args.milestones[-1]
     recipes = [r.strip() for r in (args.recipe or "spec").split(",") if r.strip()]
     _initialize_hosts(args)
     if len(recipes) > 1:
         return _compare_recipes(args, recipes)
-    return _train_one(args, milestones_arg=args.milestones)
+    return _train(_plan(args, args.milestones), args.quiet)
 
 
 def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
     """One run folder per recipe under --run-dir, then comparison.md and .json."""
-    from pathlib import Path
+    from vggcifar import experiment
+    from vggcifar.train import Diverged, TrainingStopped
 
-    from vggcifar import run as R
-
-    if len(set(recipes)) < len(recipes):
-        raise UsageError(f"--recipe names a recipe twice: {','.join(recipes)}")
     if args.resume and not args.run_dir:
         raise UsageError("--resume needs --run-dir: the folder of the comparison to continue")
-    run_dir = Path(args.run_dir or _default_run_dir("compare"))
-    # Everything checked before the first recipe trains: the configs, and that
-    # no recipe's folder holds a run that only --resume may continue.
-    plans = {}
-    for recipe in recipes:
-        folder = run_dir / recipe
-        if args.resume and (folder / "run.json").exists():
-            config, saved = R.resume_arguments(folder)
-            plans[recipe] = (config, saved.get("milestones"), saved.get("data", {}), True)
-            continue
-        if R.holds_run(folder):
-            raise UsageError(f"{folder} already holds a run; pass --resume to continue the comparison "
-                             "or choose another --run-dir")
-        plans[recipe] = (_train_config(args, recipe), args.milestones, data_record(args), False)
-    for recipe, (config, milestones, data_args, resume) in plans.items():
-        if config.epochs < milestones[-1]:
-            raise UsageError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
-    diverged = 0
-    for i, (recipe, (config, milestones, data_args, resume)) in enumerate(plans.items(), 1):
-        print(f"recipe {i}/{len(plans)}: {recipe}")
-        status = _run_training(config, run_dir / recipe, milestones, data_args, resume=resume, quiet=args.quiet)
-        if status == 3:  # this recipe's loss diverged: the comparison says so; the others still run
-            diverged = status
-        elif status:  # interrupted: stop here, --resume continues
-            return status
-    R.write_comparison(run_dir, R.compare_runs(run_dir, recipes))
-    print(f"comparison: {run_dir / 'comparison.md'}")
-    return diverged
+    root = args.run_dir or experiment.default_run_dir("compare")
+    plans = experiment.comparison_plans(root, recipes, lambda recipe: _train_config(args, recipe),
+                                        args.milestones, data_record(args), resume=args.resume)
+    try:
+        result = experiment.compare(root, plans, verbose=0 if args.quiet else 1,
+                                    warn=lambda reason: print(f"vggcifar: {reason}", file=sys.stderr))
+    except TrainingStopped as stop:  # interrupted: stop here, --resume continues
+        print(f"vggcifar: {stop.reason}", file=sys.stderr)
+        return exit_status(stop)
+    print(f"comparison: {result.markdown}")
+    # A recipe whose loss diverged: the comparison says so; the others ran.
+    return exit_status(Diverged("")) if result.diverged else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -401,31 +360,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"vggcifar: error: {r['error']}", file=sys.stderr)
-    return 2 if failed else 0
-
-
-def _recipe_settings(name: str | None) -> dict[str, list[dict]]:
-    from vggcifar.config import RECIPES, recipe_settings
-
-    return {n: recipe_settings(n) for n in ([name] if name else RECIPES)}
-
-
-def recipes_text(name: str | None = None) -> str:
-    """What `vggcifar recipes [NAME]` prints (and README.md holds): one table per recipe."""
-    from vggcifar.config import RECIPE_SOURCES
-    from vggcifar.report import recipes_markdown
-
-    return recipes_markdown(_recipe_settings(name), RECIPE_SOURCES)
+    return STATUS_BAD_INPUT if failed else 0
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
     import json
 
-    from vggcifar.config import RECIPE_SOURCES
+    from vggcifar.config import RECIPE_SOURCES, RECIPES
+    from vggcifar.report import recipe_settings, recipes_text
 
     if args.json:
-        out = {n: {"settings": rows, "sources": RECIPE_SOURCES.get(n)}
-               for n, rows in _recipe_settings(args.name).items()}
+        out = {n: {"settings": recipe_settings(n), "sources": RECIPE_SOURCES.get(n)}
+               for n in ([args.name] if args.name else RECIPES)}
         print(json.dumps({"recipes": out}, indent=2))
     else:
         sys.stdout.write(recipes_text(args.name))
@@ -464,17 +410,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    import keras
-
-    from vggcifar import bench
+    from vggcifar import backend, bench
     from vggcifar.config import make_config
 
     if args.threads is not None:
-        if keras.backend.backend() != "torch":
-            raise UsageError(f"--threads is for the torch backend; this one is {keras.backend.backend()}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+        backend.set_torch_threads(args.threads)
     config = make_config(args.recipe, batch_size=args.batch_size, model=args.model, width=args.width,
                          dense_units=args.dense_units, padding=args.padding, data_format=args.data_format)
     plan = bench.QUICK if args.quick else bench.FULL
@@ -522,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     p.set_defaults(func=_cmd_recipes)
 
-    from vggcifar.evaluate import TTA_MODES
+    from vggcifar.inference import TTA_MODES
 
     p = sub.add_parser("evaluate", help="metrics and pictures for a saved model")
     p.add_argument("target", metavar="RUN_DIR|MODEL.keras")
@@ -536,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify PNG or JPEG pictures with a saved model")
-    p.add_argument("model", metavar="MODEL.keras", help="a saved model, e.g. RUN_DIR/model.keras")
+    p.add_argument("model", metavar="MODEL.keras", help="a saved model, e.g. the model.keras in a run folder")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files, any size")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes to show per picture (default: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON list, an entry per picture")
@@ -568,7 +508,7 @@ def _main(argv: list[str] | None) -> int:
                        "written before are intact: free some space and run the command again "
                        "(add --resume to continue a training run)")
         print(f"vggcifar: error: {message}", file=sys.stderr)
-        return 2
+        return STATUS_BAD_INPUT
     except KeyboardInterrupt:
         print("vggcifar: interrupted", file=sys.stderr)
         return 130

@@ -27,7 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from vggcifar.data import DataError
+
+class DownloadError(ValueError):
+    """A download that failed for good; the message names the URL and the fix."""
 
 _CHUNK = 2**20  # bytes read and hashed per step
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -42,7 +44,7 @@ class _NoDowngrade(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlsplit(req.full_url).scheme == "https" and urlsplit(newurl).scheme != "https":
-            raise DataError(f"{req.full_url}: redirected to {newurl}, a downgrade from https; refusing it "
+            raise DownloadError(f"{req.full_url}: redirected to {newurl}, a downgrade from https; refusing it "
                             f"(download the file yourself and pass it with --data PATH)")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
@@ -88,10 +90,10 @@ def _attempt(url: str, target: Path, opener, timeout: float, sha256: str | None,
             except urllib.error.HTTPError as exc:
                 if exc.code in _RETRY_STATUS:
                     raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
-                raise DataError(f"{url}: HTTP {exc.code} {exc.reason}; {hint}") from None
+                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; {hint}") from None
             with resp:
                 if urlsplit(url).scheme == "https" and urlsplit(resp.geturl()).scheme != "https":
-                    raise DataError(f"{url}: ended at {resp.geturl()}, a downgrade from https; refusing it")
+                    raise DownloadError(f"{url}: ended at {resp.geturl()}, a downgrade from https; refusing it")
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
                 hashers = [hashlib.sha256(), hashlib.md5(usedforsecurity=False)]
@@ -110,7 +112,7 @@ def _attempt(url: str, target: Path, opener, timeout: float, sha256: str | None,
             os.fsync(out.fileno())
         for name, expected, h in (("sha256", sha256, hashers[0]), ("md5", md5, hashers[1])):
             if expected and h.hexdigest() != expected.lower():
-                raise DataError(f"{url}: {name} {h.hexdigest()} does not match the expected {expected.lower()}; "
+                raise DownloadError(f"{url}: {name} {h.hexdigest()} does not match the expected {expected.lower()}; "
                                 f"nothing was saved ({hash_hint})")
         os.replace(tmp, target)
         return target
@@ -156,4 +158,4 @@ def fetch(url: str, target: str | os.PathLike, *, sha256: str | None = None, md5
             last = exc.reason if isinstance(exc.reason, Exception | str) else exc
         except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
             last = exc
-    raise DataError(f"cannot download {url}: {last} (after {retries} attempts); {hint}")
+    raise DownloadError(f"cannot download {url}: {last} (after {retries} attempts); {hint}")

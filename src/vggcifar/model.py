@@ -5,14 +5,14 @@ convolution ``ZeroPadding2D((1, 1)) -> Conv2D(k, 3x3, valid) -> Activation("relu
 ``MaxPooling2D(2, 2)`` after each block, then
 ``Flatten -> Dense(4096) -> relu -> Dropout(0.5) -> Dense(4096) -> relu ->
 Dropout(0.5) -> Dense(classes) -> softmax``: 33,638,218 parameters.
+
+The table is plain data: reading it (config checks, ``--help``) imports no
+Keras backend; the builder imports keras when it runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import keras
-from keras import layers
 
 #: Filters per 3x3 convolution; "M" is a 2x2 max-pooling that closes a block
 #: (Simonyan & Zisserman 2014, table 1, configurations A, B, D, E).
@@ -78,7 +78,7 @@ def build_vgg(
     input_layout: str = "model",
     seed: int | None = None,
     name: str | None = None,
-) -> keras.Model:
+):
     """Build a VGG network for small images.
 
     Args:
@@ -109,6 +109,9 @@ def build_vgg(
             without one, the torch backend draws from torch's global RNG.
         name: the model's name (default: the configuration's name).
     """
+    import keras
+    from keras import layers
+
     items = resolve_config(config)
     _check_choice("data_format", data_format, DATA_FORMATS)
     _check_choice("padding", padding, PADDINGS)
@@ -182,7 +185,7 @@ def build_vgg(
     return keras.Model(inputs, outputs, name=name)
 
 
-def copy_weights(source: keras.Model, target: keras.Model) -> None:
+def copy_weights(source, target) -> None:
     """Copy weights between two builds of one network that differ only in
     padding style (or anything else that adds or drops weightless layers)."""
     src = [layer for layer in source.layers if layer.weights]

@@ -1,7 +1,7 @@
 """Classify picture files with a saved model: the core of ``vggcifar predict``.
 
 The model is a ``.keras`` file loaded in Keras' safe mode (see
-``evaluate.load_model``); it holds its own pixel scaling, so it takes the raw
+``inference.load_model``); it holds its own pixel scaling, so it takes the raw
 uint8 pictures that ``vggcifar.images`` makes. A picture that cannot be read
 is answered with an error entry; the others are still classified.
 """
@@ -11,20 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-
-def model_input_size(model, where) -> tuple[int, int]:
-    """The (height, width) of the uint8 RGB pictures ``model`` takes; a model
-    that takes anything else (floats, channels first) is refused."""
-    shape = tuple(model.input_shape)
-    dtype = str(model.inputs[0].dtype) if getattr(model, "inputs", None) else None
-    if len(shape) != 4 or shape[-1] != 3 or not all(isinstance(d, int) for d in shape[1:3]):
-        raise ValueError(f"{where} takes inputs of shape {shape[1:]}; predict needs a model that takes "
-                         "HxWx3 pictures, as the model.keras a run saves does")
-    if dtype != "uint8":
-        raise ValueError(f"{where} takes {dtype} inputs, not raw uint8 pixels: it does not scale pictures "
-                         "itself; use the model.keras a run saves (built with a rescale layer)")
-    return shape[1], shape[2]
 
 
 def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[dict]:
@@ -40,13 +26,9 @@ def run_class_names(model_path, num_classes: int) -> list[str] | None:
     CIFAR-100 (the synthetic set, say) is answered in its own names."""
     from pathlib import Path
 
-    from vggcifar import fsutil
+    from vggcifar.rundir import ResultDir, read_json_or_empty
 
-    metrics = Path(model_path).parent / "metrics.json"
-    try:
-        names = fsutil.read_json(metrics).get("class_names")
-    except (OSError, ValueError, AttributeError):
-        return None
+    names = read_json_or_empty(ResultDir(Path(model_path).parent).metrics).get("class_names")
     if isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names):
         return names
     return None
@@ -57,7 +39,7 @@ def predict_files(model_path, paths: Sequence, *, top: int = 3) -> list[dict]:
     "probability"}, ...]}`` or ``{"path", "error"}`` for a file that is not a
     usable picture. A model that cannot be used raises ``ValueError``."""
     from vggcifar.data import class_names_for
-    from vggcifar.evaluate import load_model, model_probs
+    from vggcifar.inference import load_model, model_input_size, model_probs
     from vggcifar.images import ImageError, read_image, to_model_input
 
     model = load_model(model_path)

@@ -1,19 +1,20 @@
-"""report.md: the spec's Results section, filled from a run's files."""
+"""The words and tables a reader gets: report.md (the spec's Results section), the recipes compared, `vggcifar recipes`, and the warnings a run prints.
+
+Rendering only: functions take dicts and return text; nothing here reads or
+writes a file.
+"""
 
 from __future__ import annotations
 
 from vggcifar.metrics import COLLAPSE_SHARE
+from vggcifar.progress import hms
+from vggcifar.rundir import RunDir
 
 COLLAPSE_CAUSES = (
     "Likely causes: the initialisation (glorot weights in a 16-layer network without batch norm), "
     "the learning rate (too high for plain SGD without momentum, or decayed too little), "
     "and no batch normalisation; the `spec-he` and `vgg16-bn` recipes address these"
 )
-
-
-def hms(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def collapse_message(metrics: dict) -> str | None:
@@ -79,9 +80,10 @@ def render(
     environment: dict,
     config: dict,
     notes: list[str] = (),
-    curves: str | None = "curves.png",
+    curves: str | None = None,
 ) -> str:
-    """``milestones``: (metrics, relative path of its heatmap) in epoch order."""
+    """``milestones``: (metrics, relative path of its heatmap) in epoch order;
+    ``curves``: relative path of the learning curves' picture."""
     data = environment.get("dataset", {})
     out = [f"# {title}", ""]
     if data.get("synthetic"):
@@ -143,7 +145,7 @@ def comparison_markdown(comparison: dict) -> str:
         return "—" if v is None else f"{100 * v:.2f}%"
 
     for r in comparison["rows"]:
-        name = f"[`{r['recipe']}`]({r['recipe']}/report.md)" + (" (synthetic)" if r.get("synthetic") else "")
+        name = f"[`{r['recipe']}`]({RunDir(r['recipe']).report.as_posix()})" + (" (synthetic)" if r.get("synthetic") else "")
         final = pct(r["final_accuracy"]) if r["status"] == "complete" else r["status"]
         cells = [name, *[pct(r["test_accuracy"].get(str(m))) for m in milestones], final,
                  "yes" if r["collapsed"] else "no",
@@ -196,3 +198,47 @@ def recipes_markdown(settings: dict[str, list[dict]], notes: dict[str, str]) -> 
         if notes.get(recipe):
             out += [f"Sources: {notes[recipe]}.", ""]
     return "\n".join(out)
+
+
+#: The optimizer, shown by `vggcifar recipes` among the settings (before lr).
+_OPTIMIZER_ROW = {"unit": "optimizer", "source": "spec: SGD", "doc": "the optimizer's update rule"}
+
+
+def recipe_settings(recipe: str) -> list[dict]:
+    """What `vggcifar recipes` shows of ``recipe``: the key settings and every
+    value some recipe changes, in config order, each as {key, value, unit,
+    source, changed (differs from the defaults), used (has an effect), meaning}."""
+    from vggcifar.config import FIELDS, OPTIMIZER, RECIPES, TrainConfig, make_config, source_of
+
+    config = make_config(recipe)
+    defaults = TrainConfig().to_dict()
+    values = config.to_dict()
+    others = [make_config(r).to_dict() for r in RECIPES]
+    order = list(FIELDS)
+    order.insert(order.index("lr"), "optimizer")
+    rows = []
+    for key in order:
+        if key == "optimizer":
+            rows.append({"key": key, "value": OPTIMIZER, "unit": _OPTIMIZER_ROW["unit"],
+                         "source": _OPTIMIZER_ROW["source"], "changed": False, "used": True,
+                         "meaning": _OPTIMIZER_ROW["doc"]})
+            continue
+        if not FIELDS[key]["key"] and all(o[key] == defaults[key] for o in others):
+            continue
+        rows.append({
+            "key": key,
+            "value": values[key],
+            "unit": FIELDS[key]["unit"],
+            "source": source_of(recipe, key, config),
+            "changed": values[key] != defaults[key],
+            "used": config.has_effect(key),
+            "meaning": FIELDS[key]["doc"],
+        })
+    return rows
+
+
+def recipes_text(name: str | None = None) -> str:
+    """What `vggcifar recipes [NAME]` prints (and docs/recipes.md holds): one table per recipe."""
+    from vggcifar.config import RECIPE_SOURCES, RECIPES
+
+    return recipes_markdown({n: recipe_settings(n) for n in ([name] if name else RECIPES)}, RECIPE_SOURCES)

@@ -1,0 +1,87 @@
+"""The training state, and its checkpoints: saved whole or not at all, restored from the newest one that loads.
+
+A checkpoint is a folder ``RUN_DIR/checkpoints/ckpt-<global step>/`` holding
+``variables.npz`` (every variable of the model and the optimizer, the RNG
+seeds of dropout and augmentation included, in a fixed order) and
+``state.json`` (the loop's ``TrainState``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vggcifar import fsutil
+from vggcifar.rundir import RunDir
+
+KEEP_CHECKPOINTS = 2  # the newest and the one before it, in case the newest is damaged
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # steps of the current epoch completed
+    global_step: int = 0
+    train_seconds: float = 0.0  # training steps only; evaluation excluded
+    epoch_seconds: float = 0.0  # of the current epoch so far
+    loss_sum: float = 0.0  # over the current epoch's images so far
+    correct_sum: float = 0.0
+    seen: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def training_variables(train_model) -> list:
+    """Everything a checkpoint holds, in a fixed order: the model's variables, then the optimizer's."""
+    return list(train_model.variables) + list(train_model.optimizer.variables)
+
+
+def save(run: RunDir, train_model, state: TrainState):
+    """Weights, optimizer and RNG state, and the loop's state, as one folder
+    that appears complete or not at all; older ones beyond KEEP_CHECKPOINTS go."""
+    import keras
+
+    target = run.checkpoint(state.global_step)
+    variables = training_variables(train_model)
+    with fsutil.atomic_dir(target) as tmp:
+        arrays = {f"v{i:04d}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(variables)}
+        with open(tmp / "variables.npz", "wb") as f:
+            np.savez(f, **arrays)
+        fsutil.write_json(tmp / "state.json", {**state.to_dict(), "variables": len(variables)})
+    for old in run.list_checkpoints()[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load(run: RunDir, train_model, warn=print) -> TrainState | None:
+    """Restore the newest checkpoint that loads whole; a damaged one is
+    skipped for the one before it. None when there is none."""
+    fsutil.remove_stale_temps(run.checkpoints)
+    variables = training_variables(train_model)
+    for ckpt in reversed(run.list_checkpoints()):
+        try:
+            meta = fsutil.read_json(ckpt / "state.json")
+            with np.load(ckpt / "variables.npz") as z:
+                arrays = [z[f"v{i:04d}"] for i in range(len(variables))]
+            if meta.get("variables") != len(variables) or any(
+                tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)
+            ):
+                raise ValueError("its variables do not match this run's model")
+        except Exception as exc:  # damaged in any way: try the previous one
+            warn(f"warning: checkpoint {ckpt} is unusable ({exc}); trying an older one")
+            continue
+        for v, a in zip(variables, arrays):
+            v.assign(a)
+        meta.pop("variables")
+        return TrainState(**meta)
+    return None
+
+
+def read_variables(checkpoint) -> list[np.ndarray]:
+    """The arrays of one checkpoint folder, in their saved order."""
+    with np.load(checkpoint / "variables.npz") as z:
+        return [z[k] for k in sorted(z.files)]

@@ -1,0 +1,326 @@
+"""The spec's experiment: a training run evaluated and saved at each milestone epoch, resumed where it stopped, published with its curves and report; and recipes compared side by side.
+
+``run_plan`` is what `vggcifar train` and `vggcifar experiment` run for one
+run folder; ``compare`` runs several recipes into one ``CompareDir``. Outcomes
+that end a run early are the training loop's ``TrainingStopped`` reasons,
+raised on; only the CLI turns them into exit statuses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vggcifar import backend, train
+from vggcifar.config import TrainConfig, resolve_val_split
+from vggcifar.data import CifarData, load_source
+from vggcifar.evaluate import write_results
+from vggcifar.inference import predict_probs
+from vggcifar.metrics import summarize
+from vggcifar.progress import hms
+from vggcifar.report import collapse_message, comparison_markdown, mismatch_message, render
+from vggcifar.rundir import CompareDir, RunDir, read_json_or_empty
+
+#: The spec's Results section: test accuracy after 10, 20, 50 and 100 epochs.
+SPEC_MILESTONES = (10, 20, 50, 100)
+
+
+def default_milestones(epochs: int | None) -> list[int]:
+    """The spec's milestones, cut at ``epochs`` (which is always reported)."""
+    if epochs is None:
+        return list(SPEC_MILESTONES)
+    return [m for m in SPEC_MILESTONES if m < epochs] + [epochs]
+
+
+def check_milestones(config: TrainConfig, milestones: list[int]) -> list[int]:
+    """``milestones`` sorted; an error unless they lie in 1..epochs and the last is the last epoch."""
+    milestones = sorted(set(milestones))
+    if config.epochs < milestones[-1]:
+        raise ValueError(f"--epochs {config.epochs} is less than the last milestone {milestones[-1]}")
+    if milestones[-1] != config.epochs or milestones[0] < 1:
+        raise ValueError(f"Expected milestones within 1..{config.epochs} ending at the last epoch. "
+                         f"Received: milestones={milestones}")
+    return milestones
+
+
+# --------------------------------------------------------------------------- #
+# one run folder
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Plan:
+    """One run folder to train: what to train, where, which epochs to report, on what data."""
+
+    config: TrainConfig
+    run_dir: RunDir
+    milestones: list[int]
+    data: dict  # a data record (vggcifar.data.load_source), as run.json keeps it
+    resume: bool = False
+
+
+def new_plan(config: TrainConfig, run_dir, milestones: list[int] | None, data: dict) -> Plan:
+    """A fresh run into ``run_dir``; it must not hold a run already."""
+    run = RunDir(run_dir)
+    if run.holds_run():
+        raise ValueError(f"{run.path} already holds a run; pass --resume to continue it or choose another --run-dir")
+    return Plan(config, run, check_milestones(config, milestones or [config.epochs]), data)
+
+
+def resume_plan(run_dir, *, devices: int | str | None = None) -> Plan:
+    """Continue the run in ``run_dir`` as its files describe it; ``devices``
+    replaces the recorded value (the machine may differ; the recipe does not)."""
+    run = RunDir(run_dir)
+    config, saved = run.resume_arguments()
+    if devices is not None:
+        config = dataclasses.replace(config, devices=devices)
+    return Plan(config, run, check_milestones(config, saved.get("milestones") or [config.epochs]),
+                saved.get("data", {}), resume=True)
+
+
+def run_plan(plan: Plan, *, log=print, verbose: int = 1) -> dict:
+    """Load the plan's data and train it (``train_run``); the last milestone's metrics."""
+    backend.resolve_devices(plan.config.devices, plan.config.batch_size)  # a bad --devices fails before the data loads
+    data = load_source(plan.data, limit_train=plan.config.limit_train, limit_test=plan.config.limit_test)
+    log(f"run folder: {plan.run_dir.path}")
+    return train_run(plan.config, data, plan.run_dir, milestones=plan.milestones, resume=plan.resume,
+                     data_args=plan.data, log=log, verbose=verbose)
+
+
+def train_run(
+    config: TrainConfig,
+    data: CifarData,
+    run_dir,
+    *,
+    milestones: list[int] | None = None,
+    resume: bool = False,
+    data_args: dict | None = None,
+    log=print,
+    verbose: int = 1,
+    max_steps: int | None = None,
+) -> dict:
+    """Train in ``run_dir``, evaluating and saving at each milestone epoch.
+    Returns the last milestone's metrics."""
+    run = RunDir(run_dir)
+    milestones = check_milestones(config, milestones or [config.epochs])
+    # The split as this training set makes it, so config.json says what was
+    # done and a resumed run splits alike.
+    config = resolve_val_split(config, len(data.x_train))
+    with run.lock():
+        run.remove_stale_temps()
+        if not resume and run.holds_run():
+            raise ValueError(f"{run.path} already holds a run; pass --resume to continue it "
+                             "or choose another --run-dir")
+        # What "auto" means here (layout, precision) is written down, so the
+        # folder says what ran and a resume on this machine runs the same.
+        config = dataclasses.replace(config, data_format=backend.resolve_data_format(config.data_format),
+                                     precision=backend.resolve_precision(config.precision))
+        env = {**backend.environment(), "dataset": data.describe(), "precision": config.precision,
+               "data_format": config.data_format}
+        run.write_config(config)
+        run.write_run(milestones, data_args or {})
+        run.write_environment(env)
+        milestone_run = _MilestoneRun(run, config, data, milestones, env, resume=resume, log=log)
+        try:
+            train.fit(config, data, run, resume=resume, on_epoch_end=milestone_run.epoch_end, log=log,
+                      verbose=verbose, max_steps=max_steps)
+        except train.Diverged as stop:
+            milestone_run.failed(stop.reason)
+            raise
+        return milestone_run.last or run.read_metrics()  # a run resumed after its end: its final metrics
+
+
+class _MilestoneRun:
+    """What a run keeps of its epochs: history.csv after each, and at each
+    milestone the model, metrics, confusion matrix, curves and report."""
+
+    def __init__(self, run: RunDir, config: TrainConfig, data: CifarData, milestones: list[int], env: dict, *,
+                 resume: bool, log):
+        self.run, self.config, self.data, self.milestones, self.env, self.log = run, config, data, milestones, env, log
+        self.started = time.monotonic()
+        self.wall_before = 0.0
+        # Earlier milestones of a resumed run, read once for the report.
+        self.results: dict[int, dict] = {}
+        if resume:
+            self.wall_before = read_json_or_empty(run.metrics).get("wall_seconds", 0.0)
+            for m in run.done_milestones(milestones):
+                self.results[m] = read_json_or_empty(run.milestone(m).metrics)
+        self.last: dict = {}
+
+    def wall_seconds(self) -> float:
+        return self.wall_before + time.monotonic() - self.started
+
+    def epoch_end(self, end: train.EpochEnd) -> None:
+        config, data = self.config, self.data
+        self.run.write_history(end.state.history)
+        row = end.state.history[-1]
+        # Warn, do not stop: the moving statistics can still catch up (early in a
+        # run the flag is often transient), the weights themselves are learning,
+        # and the checkpoint lets a reader inspect or continue the run.
+        if row["inference_mismatch"]:
+            self.log("WARNING: " + mismatch_message(row["epoch"], row["accuracy"], row["train_inference_accuracy"],
+                                                    data.num_classes, batch_norm=config.batch_norm))
+        if end.epoch not in self.milestones:
+            return
+        probs = end.val_probs if config.validate_on_test else predict_probs(end.model, data.x_test)
+        metrics = {
+            "epoch": end.epoch,
+            **summarize(probs, data.y_test, data.class_names),
+            # The train/inference check of this epoch, and every epoch it flagged so far.
+            "train_accuracy": row["accuracy"],
+            "train_inference_accuracy": row["train_inference_accuracy"],
+            "inference_mismatch": bool(row["inference_mismatch"]),
+            "batch_norm": config.batch_norm,
+            "mismatch_epochs": [h["epoch"] for h in end.state.history if h.get("inference_mismatch")],
+            "train_seconds": end.state.train_seconds,
+            "wall_seconds": self.wall_seconds(),
+            "status": "complete" if end.epoch == config.epochs else "milestone",
+            "synthetic": data.synthetic,
+            "subset": data.subset,
+            "train_images": len(data.x_train) - config.val_split,
+            "val_images": config.val_split,
+        }
+        folder = self.run.milestone(end.epoch)
+        folder.save_model(end.model)
+        write_results(folder, metrics, synthetic=data.synthetic)
+        self.log(f"epoch {end.epoch}: test accuracy {100 * metrics['test_accuracy']:.2f}%, "
+                 f"{hms(end.state.train_seconds)} of training")
+        msg = collapse_message(metrics)
+        if msg:
+            self.log("WARNING: " + msg)
+        self.last = self.results[end.epoch] = metrics
+        self.publish(end.state.history)
+
+    def publish(self, history: list[dict]) -> None:
+        """The newest milestone's files at the top of the run folder, the curves
+        and report.md over all milestones so far."""
+        from vggcifar.plots import curves_figure, save_figure
+
+        self.run.publish(max(self.results))
+        label = "synthetic data, " if self.data.synthetic else ""
+        save_figure(curves_figure(history, title=f"{label}recipe {self.config.recipe}"), self.run.curves)
+        self.write_report()
+
+    def failed(self, reason: str) -> None:
+        """A diverged run: metrics.json says so where a reader looks, and so does an existing report."""
+        record = {**read_json_or_empty(self.run.metrics), "status": "failed", "reason": reason,
+                  "wall_seconds": self.wall_seconds()}
+        self.run.write_metrics(record)
+        if self.results and self.run.report.exists():
+            self.write_report(notes=[f"Training stopped: {reason}."])
+
+    def write_report(self, notes: list[str] = ()) -> None:
+        config = self.config.to_dict()
+        done = sorted(self.results)
+        notes = list(notes)
+        if len(done) > 1:
+            notes.append(
+                f"The learning rate of the `{config['recipe']}` recipe depends only on the step count, so one run "
+                f"of {done[-1]} epochs, evaluated and saved at each milestone, equals separate runs of each "
+                f"length with the same seed: {done[-1]} epochs of compute instead of {sum(done)}."
+            )
+        if config.get("validate_on_test"):
+            notes.append("As in the spec's `fit` call, the validation curve is the test set.")
+        elif config.get("val_split"):
+            notes.append(f"The validation curve is {config['val_split']} images held out of the training set; "
+                         "the test set is used only for the figures above.")
+        milestones = [(self.results[m], f"{self.run.milestone(m).path.name}/{self.run.confusion_png.name}")
+                      for m in done]
+        text = render(title=f"VGG-16 on {self.env['dataset']['name']}: results", milestones=milestones,
+                      environment=self.env, config=config, notes=notes, curves=self.run.curves.name)
+        self.run.write_report(text)
+
+
+# --------------------------------------------------------------------------- #
+# recipes side by side
+# --------------------------------------------------------------------------- #
+def comparison_plans(root, recipes: list[str], make_config, milestones: list[int], data: dict, *,
+                     resume: bool) -> dict[str, Plan]:
+    """A plan per recipe under ``root``, all checked before the first one
+    trains: ``make_config(recipe)`` for a new run; with ``resume``, a recipe
+    whose folder has begun continues it."""
+    if len(set(recipes)) < len(recipes):
+        raise ValueError(f"--recipe names a recipe twice: {','.join(recipes)}")
+    compare_dir = CompareDir(root)
+    plans = {}
+    for recipe in recipes:
+        run = compare_dir.recipe(recipe)
+        if resume and run.run_path.exists():
+            plans[recipe] = resume_plan(run.path)
+        elif run.holds_run():
+            raise ValueError(f"{run.path} already holds a run; pass --resume to continue the comparison "
+                             "or choose another --run-dir")
+        else:
+            plans[recipe] = new_plan(make_config(recipe), run.path, milestones, data)
+    return plans
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What ``compare`` did: the comparison it wrote, and the recipes whose loss diverged."""
+
+    table: dict
+    markdown: Path
+    diverged: list[str]
+
+
+def compare(root, plans: dict[str, Plan], *, log=print, warn=print, verbose: int = 1) -> Comparison:
+    """Train each plan in turn, then write comparison.md and .json in ``root``.
+    A recipe whose loss diverges is told through ``warn`` and recorded, and
+    the others still run. An interruption stops at once (--resume continues)."""
+    compare_dir = CompareDir(root)
+    diverged = []
+    for i, (recipe, plan) in enumerate(plans.items(), 1):
+        log(f"recipe {i}/{len(plans)}: {recipe}")
+        try:
+            metrics = run_plan(plan, log=log, verbose=verbose)
+        except train.Diverged as stop:
+            warn(stop.reason)
+            diverged.append(recipe)
+            continue
+        log(finished_line(metrics, plan.run_dir))
+    table = compare_runs(root, list(plans))
+    compare_dir.write(table, comparison_markdown(table))
+    return Comparison(table, compare_dir.markdown, diverged)
+
+
+def finished_line(metrics: dict, run: RunDir) -> str:
+    """The line that ends a run: its final accuracy and where its report is."""
+    return (f"test accuracy after {metrics['epoch']} epochs: {100 * metrics['test_accuracy']:.2f}%; "
+            f"report: {run.report}")
+
+
+def compare_runs(root, recipes: list[str]) -> dict:
+    """The comparison of the run folders ``root/<recipe>/``, from their
+    files: test accuracy at each milestone, the final one, collapse, time of
+    learning and training images per second."""
+    compare_dir = CompareDir(root)
+    rows, milestones, dataset, synthetic = [], set(), None, False
+    for recipe in recipes:
+        run = compare_dir.recipe(recipe)
+        final = read_json_or_empty(run.metrics)
+        ms = run.read_run().get("milestones", [])
+        milestones.update(ms)
+        accuracy = {str(m): read_json_or_empty(run.milestone(m).metrics).get("test_accuracy") for m in ms}
+        env = run.read_environment().get("dataset", {})
+        dataset = dataset or env.get("name")
+        seconds, epoch, images = final.get("train_seconds"), final.get("epoch"), final.get("train_images")
+        status = final.get("status", "missing")
+        row = {
+            "recipe": recipe,
+            "status": status,
+            "test_accuracy": accuracy,
+            "final_accuracy": final.get("test_accuracy") if status == "complete" else None,
+            "collapsed": bool(final.get("collapse")),
+            "train_seconds": seconds,
+            "images_per_second": images * epoch / seconds if seconds and epoch and images else None,
+            "synthetic": bool(final.get("synthetic", env.get("synthetic", False))),
+        }
+        synthetic = synthetic or row["synthetic"]
+        rows.append(row)
+    return {"dataset": dataset, "milestones": sorted(milestones), "synthetic": synthetic, "rows": rows}
+
+
+def default_run_dir(name: str) -> Path:
+    """runs/NAME-YYYYmmdd-HHMMSS."""
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,0 +1,148 @@
+"""The shape of the package: imports run one way (command line on top, the
+backend and the files at the bottom) with no cycles, each run-folder file name
+is spelled in one module, the training loop reaches no reporting, and the
+commands that build no model import no Keras backend."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "vggcifar"
+
+#: Each module's floor: a module may import from its own floor or below, never above.
+FLOORS = {
+    "cli": 6, "__main__": 6,
+    "experiment": 5, "bench": 5,
+    "train": 4, "evaluate": 4, "predict": 4, "report": 4,
+    "inference": 3, "checkpoint": 3, "progress": 3, "plots": 3,
+    "model": 2, "data": 2, "cifarfiles": 2, "download": 2, "rundir": 2, "backend": 2, "config": 2,
+    "table": 2, "images": 2, "fixtures": 2,
+    "fsutil": 1, "metrics": 1, "safepickle": 1, "quietlog": 1,
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """The package's modules that ``path`` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vggcifar"):
+            if node.module == "vggcifar":  # from vggcifar import a, b
+                found.update(alias.name for alias in node.names if (SRC / f"{alias.name}.py").exists())
+            else:
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("vggcifar."))
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return {p.stem: _imports(p) for p in SRC.glob("*.py") if p.stem != "__init__"}
+
+
+def test_every_module_has_a_floor_and_says_what_it_owns(graph):
+    assert set(graph) == set(FLOORS), "a module was added or removed: give it a floor in FLOORS"
+    for name in graph:
+        doc = ast.get_docstring(ast.parse((SRC / f"{name}.py").read_text(encoding="utf-8")))
+        assert name == "__main__" or (doc and doc.strip()), f"{name}.py has no docstring saying what it owns"
+
+
+def test_imports_never_climb(graph):
+    climbs = [f"{a} (floor {FLOORS[a]}) imports {b} (floor {FLOORS[b]})"
+              for a, targets in graph.items() for b in targets if FLOORS[b] > FLOORS[a]]
+    assert not climbs, climbs
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as a path that ends where it starts, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt, path + [nxt])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            found = visit(module, [module])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles(graph):
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+    # The check can fail: a cycle three modules long is found.
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_the_training_loop_reaches_no_reporting(graph):
+    reached, todo = set(), ["train"]
+    while todo:
+        for nxt in graph[todo.pop()]:
+            if nxt not in reached:
+                reached.add(nxt)
+                todo.append(nxt)
+    assert not reached & {"report", "plots", "cli", "experiment", "evaluate"}, sorted(reached)
+
+
+def _strings(path: Path) -> list[str]:
+    """The string constants of a module, docstrings left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            body = getattr(node, "body", [])
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "history.csv", "config.json", "run.json", "environment.json",
+                                  "model.keras", "confusion_matrix.csv", "confusion_matrix.png", "curves.png",
+                                  "report.md", "comparison.md", "comparison.json", "checkpoints"])
+def test_each_run_folder_name_is_spelled_in_one_module(name):
+    # A name as the code uses it for a path: the whole string, or a path's
+    # first or last part (prose in messages may mention a file).
+    def names_it(s: str) -> bool:
+        return s == name or s.endswith("/" + name) or s.startswith(name + "/")
+
+    spelled = sorted(p.stem for p in SRC.glob("*.py") if any(names_it(s) for s in _strings(p)))
+    assert spelled == ["rundir"], f"{name!r} is spelled in {spelled}"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["recipes"], ["recipes", "spec", "--json"], ["data", "info", "ARCHIVE"]])
+def test_commands_that_build_no_model_import_no_backend(argv, tmp_path):
+    # `vggcifar --help`, `recipes` and `data info` answer without keras (5-6 s
+    # of imports with TensorFlow); the control line shows the check can fail.
+    from vggcifar import fixtures
+
+    archive = fixtures.write_archive(tmp_path / "c.tar.gz", *fixtures.random_arrays(10, 4))
+    argv = [str(archive) if a == "ARCHIVE" else a for a in argv]
+    code = (
+        "import sys\n"
+        "from vggcifar.cli import main\n"
+        "try:\n"
+        f"    status = main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    status = exc.code\n"
+        "print('STATUS', status, 'KERAS', 'keras' in sys.modules, file=sys.stderr)\n"
+        "import vggcifar.model\n"
+        "vggcifar.model.build_vgg('vgg11', width=0.0625, dense_units=8)\n"
+        "print('CONTROL', 'keras' in sys.modules, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "STATUS 0 KERAS False" in out.stderr, out.stderr[-2000:]
+    assert "CONTROL True" in out.stderr
