@@ -1,8 +1,7 @@
 """Speed levers of the training path, timed against each other in one process.
 
 Each variant is the training path (``vggcifar.bench.measure_training``'s
-step: build_training, batch_indices, train_batch) with some config values
-changed. The variants' timed windows are interleaved (A B C A B C ...), so
+steps: build_training, make_runner, chunks) with some config values changed. The variants' timed windows are interleaved (A B C A B C ...), so
 that a slow patch of a shared machine hits all of them alike; the table gives
 each variant's median images/s, min and max, and its ratio to the first.
 
@@ -11,7 +10,10 @@ each variant's median images/s, min and max, and its ratio to the first.
         same-cf:padding=same,data_format=channels_first
 
 A value ``threads=N`` sets torch's intra-op threads for that variant's steps
-(torch backend only); ``jit_compile=1`` compiles the training step.
+(torch backend only); ``jit_compile=1`` compiles the training step with XLA
+(or torch.compile); ``steps_per_execution=K`` runs K steps a call;
+``train_on_batch=1`` steps through Keras' ``train_on_batch`` instead (the path
+of data-parallel training).
 ``plain_pytorch=1`` is not our path at all: VGG-16 written directly in PyTorch
 (``torch.nn``, NCHW, ``channels_last=1`` for NHWC memory), the same uint8
 batches scaled per step, SGD at the spec's lr, one ``loss.backward()`` and
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
     import keras
 
     from vggcifar import backend, bench
+    from vggcifar import steps as steps_module
     from vggcifar import train as T
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
@@ -114,30 +117,35 @@ def main(argv=None) -> int:
             continue
         threads = values.pop("threads", None)
         jit = bool(values.pop("jit_compile", 0))
+        per_batch = bool(values.pop("train_on_batch", 0))
         config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width, **values})
         _, train_model = T.build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size))
         if jit:  # the same step, compiled (torch.compile on torch, XLA on tensorflow and jax)
             train_model.compile(optimizer=train_model.optimizer, loss=train_model.loss, metrics=["accuracy"],
                                 jit_compile=True)
-        runs.append({"name": name, "config": config, "threads": threads, "model": train_model,
-                     "perm": T.epoch_permutation(config.seed, 0, len(x)), "step": 0, "rates": [], "cpu": []})
+        runner = (steps_module.BatchRunner(train_model, x, y, data.num_classes) if per_batch
+                  else T.make_runner(train_model, x, y, data.num_classes))
+        per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
+        runs.append({"name": name, "config": config, "threads": threads, "runner": runner,
+                     "chunks": T.chunks(config.seed, len(x), config.batch_size, per_call), "rates": [], "cpu": []})
 
     def steps(run, k):
         if run["threads"] is not None:
             import torch
 
             torch.set_num_threads(run["threads"])
-        bs = run["config"].batch_size
-        spe = len(x) // bs
-        images = 0
-        for _ in range(k):
-            idx = T.batch_indices(run["perm"], run["step"] % spe, bs)
+        images = done = 0
+        while done < k:  # whole calls of the variant's steps_per_execution
             if "plain" in run:
+                bs = run["config"].batch_size
+                idx = T.batch_indices(run["perm"], run["step"] % (len(x) // bs), bs)
                 run["plain"].step(x[idx], y[idx])
-            else:
-                T.train_batch(run["model"], x, y, idx, data.num_classes)
-            run["step"] += 1
-            images += len(idx)
+                run["step"] += 1
+                done, images = done + 1, images + len(idx)
+                continue
+            _, _, rows = next(run["chunks"])
+            run["runner"].run(rows)
+            done, images = done + len(rows), images + rows.size
         return images
 
     default_threads = None

@@ -38,3 +38,28 @@ def wait_for_checkpoint(run: Path, proc, minimum_step: int, timeout: float = 180
             raise AssertionError(f"training ended before step {minimum_step}: {proc.stdout.read()}")
         time.sleep(0.02)
     raise AssertionError(f"no checkpoint at step {minimum_step} or later appeared in {timeout} s")
+
+
+def after_each_call(monkeypatch, hook) -> dict:
+    """Run ``hook(n, train_model, losses)`` after the n-th call (from 1) of every
+    training runner made from now on; what it returns is the call's losses.
+    Faults are injected here, where the loop reads the steps' results."""
+    from vggcifar import train as T
+
+    calls = {"n": 0}
+    real = T.make_runner
+
+    def make(train_model, *args, **kwargs):
+        runner = real(train_model, *args, **kwargs)
+        run = runner.run
+
+        def hooked(rows):
+            losses, accuracies = run(rows)
+            calls["n"] += 1
+            return hook(calls["n"], train_model, losses), accuracies
+
+        runner.run = hooked
+        return runner
+
+    monkeypatch.setattr(T, "make_runner", make)
+    return calls

@@ -74,32 +74,58 @@ def _count_calls(monkeypatch, module, name):
     return calls
 
 
+def _count_runs(monkeypatch) -> list:
+    """(runner, rows) of every call of the training runners made from now on."""
+    calls = []
+    real = T.make_runner
+
+    def make(train_model, *args, **kwargs):
+        runner = real(train_model, *args, **kwargs)
+        run = runner.run
+
+        def counted(rows):
+            calls.append((train_model, rows))
+            return run(rows)
+
+        runner.run = counted
+        return runner
+
+    monkeypatch.setattr(T, "make_runner", make)
+    return calls
+
+
 def test_bench_times_the_training_step_that_fit_runs(monkeypatch, tmp_path):
     data = load_synthetic(train=24, test=8)
     builds = _count_calls(monkeypatch, T, "build_training")
-    steps = _count_calls(monkeypatch, T, "train_batch")
-    config = tiny_config()
+    calls = _count_runs(monkeypatch)
+    config = tiny_config(steps_per_execution=1)
     out = bench.measure_training(config, data.x_train, data.y_train, 10, TINY_PLAN)
     assert len(builds) == 1 and builds[0][0][0] is config
-    assert len(steps) == TINY_PLAN.warmup_steps + TINY_PLAN.timed_steps
-    assert steps[0][0][0] is out["train_model"]
-    # fit drives the same step function once per step
-    steps.clear()
-    T.fit(tiny_config(epochs=1), data, tmp_path / "run", verbose=0, log=lambda *_: None)
-    assert len(steps) == math.ceil(24 / 8)
+    assert sum(len(rows) for _, rows in calls) == TINY_PLAN.warmup_steps + TINY_PLAN.timed_steps
+    assert calls[0][0] is out["train_model"]
+    # fit drives the same runner, one call per step at steps_per_execution 1
+    calls.clear()
+    T.fit(tiny_config(epochs=1, steps_per_execution=1), data, tmp_path / "run", verbose=0, log=lambda *_: None)
+    assert [len(rows) for _, rows in calls] == [1] * math.ceil(24 / 8)
+    # ...and in calls of K steps that never cross an epoch's end
+    calls.clear()
+    out = bench.measure_training(tiny_config(steps_per_execution=2), data.x_train, data.y_train, 10, TINY_PLAN)
+    assert out["steps_per_execution"] == 2 and [len(rows) for _, rows in calls][:3] == [2, 1, 2]
 
 
 def test_bench_batches_follow_fits_shuffle_across_epochs(monkeypatch):
     data = load_synthetic(train=20, test=4)  # 3 steps an epoch (8, 8, 4): the timed steps wrap around
-    steps = _count_calls(monkeypatch, T, "train_batch")
-    config = tiny_config()
+    calls = _count_runs(monkeypatch)
+    made = _count_calls(monkeypatch, T.steps, "make_runner")
+    config = tiny_config(steps_per_execution=1)
     bench.measure_training(config, data.x_train, data.y_train, 10, TINY_PLAN)
-    seen = [args[3] for args, _ in steps]
+    seen = [rows[0] for _, rows in calls]
     expected = [T.batch_indices(T.epoch_permutation(config.seed, e, 20), s, 8) for e in (0, 1) for s in range(3)]
     assert len(seen) == 5
     for got, want in zip(seen, expected):
         np.testing.assert_array_equal(got, want)
-    assert all(args[1] is data.x_train and args[1].dtype == np.uint8 for args, _ in steps)  # no float copy
+    x = made[0][0][1]
+    assert x is data.x_train and x.dtype == np.uint8  # the set goes to the device as uint8: no float copy
 
 
 def test_baseline_is_the_spec_model_on_float_input():

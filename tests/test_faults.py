@@ -28,7 +28,7 @@ import pytest
 
 import keras
 
-from conftest import QUIET, TINY_ARGS, final_variables, wait_for_checkpoint
+from conftest import QUIET, TINY_ARGS, after_each_call, final_variables, wait_for_checkpoint
 from vggcifar import download, fixtures, fsutil
 from vggcifar.cli import main
 from vggcifar.config import make_config
@@ -358,18 +358,14 @@ def test_stale_temps_are_removed_at_every_depth(tmp_path):
 # --------------------------------------------------------------------------- #
 def test_nonfinite_weights_stop_the_run_and_are_never_saved(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    real = keras.Model.train_on_batch
-    calls = {"n": 0}
 
-    def poisoned(self, *args, **kwargs):
-        logs = real(self, *args, **kwargs)  # the loss of the weights before this step: finite
-        calls["n"] += 1
-        if calls["n"] == 4:  # the last step of epoch 2 leaves NaN in a kernel
-            w = self.trainable_variables[-2]
+    def poisoned(n, model, losses):  # the losses of the weights before this step: finite
+        if n == 4:  # the last step of epoch 2 leaves NaN in a kernel
+            w = model.trainable_variables[-2]
             w.assign(np.full(w.shape, np.nan, np.float32))
-        return logs
+        return losses
 
-    monkeypatch.setattr(keras.Model, "train_on_batch", poisoned)
+    calls = after_each_call(monkeypatch, poisoned)
     status = main(["experiment", "--dataset", "synthetic", "--limit-train", "64", "--limit-test", "32",
                    "--epochs", "3", "--milestones", "1,2,3", "--batch-size", "32", "--lr", "0.05", "--quiet",
                    *TINY_ARGS, "--run-dir", str(run)])

@@ -15,7 +15,7 @@ from vggcifar.metrics import MISMATCH_KEPT_SHARE, MISMATCH_TRAIN_LEAD, MODE_CHEC
 from vggcifar.report import milestone_section, mismatch_message
 from vggcifar.experiment import train_run
 from vggcifar.rundir import ResultDir, RunDir
-from vggcifar.train import build_training, train_batch
+from vggcifar.train import build_training, make_runner
 
 
 #: A batch-norm VGG-11 that learns the synthetic set in four epochs of 20
@@ -190,8 +190,7 @@ def test_augmentation_acts_in_training_only_and_is_not_saved(tmp_path):
     assert config.augment  # the recipe augments
     model, train_model = build_training(config, 10, steps_per_epoch=2)
     data = load_synthetic(train=32, test=16, seed=2)
-    for step in range(2):
-        train_batch(train_model, data.x_train, data.y_train, np.arange(step * 16, step * 16 + 16), 10)
+    make_runner(train_model, data.x_train, data.y_train, 10).run(np.arange(32).reshape(2, 16))
     x = data.x_test
     # Augmentation is active in training: two passes through its layers differ.
     aug = [layer for layer in train_model.layers if layer.name.startswith("aug_")]

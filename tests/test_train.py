@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import TINY, TINY_ARGS, final_variables, wait_for_checkpoint
+from conftest import TINY, TINY_ARGS, after_each_call, final_variables, wait_for_checkpoint
 from vggcifar import fsutil
 from vggcifar.cli import main
 from vggcifar.config import make_config
@@ -176,15 +176,7 @@ def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, data, monkeypatch):
     quiet = dict(verbose=0, log=lambda *_: None)
     train_run(tiny_config(epochs=1), data, run, **quiet)
     good = final_variables(run)
-    real = T.keras.Model.train_on_batch
-    calls = {"n": 0}
-
-    def poisoned(self, *a, **k):
-        logs = real(self, *a, **k)
-        calls["n"] += 1
-        return {**logs, "loss": float("nan")} if calls["n"] == 2 else logs
-
-    monkeypatch.setattr(T.keras.Model, "train_on_batch", poisoned)
+    after_each_call(monkeypatch, lambda n, model, losses: np.full_like(losses, np.nan) if n == 2 else losses)
     with pytest.raises(T.Diverged) as stop:
         train_run(tiny_config(epochs=2), data, run, resume=True, **quiet)
     assert "nan" in stop.value.reason
@@ -261,8 +253,8 @@ def test_precision_sets_compute_dtype_keeps_float32_weights_and_scales_float16_l
         scaled = isinstance(train_model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert scaled == (precision == "mixed_float16")
         idx = T.batch_indices(T.epoch_permutation(0, 0, len(data.x_train)), 0, 32)
-        logs = T.train_batch(train_model, data.x_train, data.y_train, idx, data.num_classes)
-        assert np.isfinite(logs["loss"])
+        losses, _ = T.make_runner(train_model, data.x_train, data.y_train, data.num_classes).run(idx[None])
+        assert np.isfinite(losses).all()
         probs = T.predict_probs(model, data.x_test[:8])
         assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
     finally:
@@ -273,16 +265,23 @@ def test_time_estimate_leaves_out_the_first_step(tmp_path, data, monkeypatch):
     # The first step compiles; the estimate must come from the steps after it.
     from vggcifar import train as T
 
-    real = T.train_batch
+    real = T.make_runner
     calls = []
 
-    def timed(*a, **k):
-        calls.append(1)
-        if len(calls) == 1:
-            time.sleep(2.0)  # a slow first step, as compilation is
-        return real(*a, **k)
+    def make(*a, **k):
+        runner = real(*a, **k)
+        run = runner.run
 
-    monkeypatch.setattr(T, "train_batch", timed)
+        def timed(rows):
+            calls.append(1)
+            if len(calls) == 1:
+                time.sleep(2.0)  # a slow first call, as compilation is
+            return run(rows)
+
+        runner.run = timed
+        return runner
+
+    monkeypatch.setattr(T, "make_runner", make)
     messages = []
     config = tiny_config(epochs=1, batch_size=16)
     train_run(config, data, tmp_path / "run", verbose=0, log=messages.append)

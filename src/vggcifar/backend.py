@@ -29,6 +29,22 @@ DATA_FORMATS_BY_BACKEND = {"torch": "channels_first", "tensorflow": "channels_la
 #: The backends on which keras.distribution trains data-parallel.
 DISTRIBUTED_BACKENDS = ("jax",)
 
+#: CPU features with which bfloat16 training beats float32, per backend, as
+#: measured (docs/performance.md, "bfloat16 on CPUs"): TensorFlow 2.21 on a Zen 4
+#: EPYC with avx512_bf16 (no AMX) trains the spec network 1.57x faster than in
+#: float32; on a Xeon with AMX-BF16, TensorFlow 1.37-1.50x and Keras on torch
+#: 1.25-1.30x. JAX's CPU backend is not measured: it stays in float32.
+CPU_BFLOAT16 = {"tensorflow": ("amx_bf16", "avx512_bf16"), "torch": ("amx_bf16",)}
+
+#: Training steps per compiled call by device kind ("auto"; docs/performance.md,
+#: "Steps per call"). CPU, measured: a step takes a third of a second and the
+#: host's share of it is well under 1%, so one step a call keeps Ctrl-C and
+#: checkpoints prompt. GPU, not yet measured on this project's own runs: a step
+#: of the spec network is milliseconds of work and the host's round trip per
+#: call dominated it (13.9 ms a step at batch 32 on an H200), so 32 steps share
+#: one round trip; benchmarks/gpu.sh times K=1 against it.
+STEPS_PER_EXECUTION = {"cpu": 1, "gpu": 32}
+
 
 def name() -> str:
     """The Keras backend this process runs on."""
@@ -85,11 +101,42 @@ def resolve_data_format(data_format: str, backend: str | None = None) -> str:
     return DATA_FORMATS_BY_BACKEND.get(backend or name(), "channels_last")
 
 
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_bfloat16(backend: str | None = None) -> str | None:
+    """The CPU feature with which ``backend`` trains faster in bfloat16
+    (CPU_BFLOAT16), or None."""
+    flags = cpu_flags()
+    return next((f for f in CPU_BFLOAT16.get(backend or name(), ()) if f in flags), None)
+
+
 def resolve_precision(precision: str) -> str:
-    """"auto": bfloat16 mixed precision on an accelerator that computes in it, else float32."""
+    """"auto": bfloat16 mixed precision where the device computes in it (a GPU
+    with bfloat16 tensor cores; with no accelerator, a CPU with bfloat16 units
+    this backend uses), else float32."""
     if precision != "auto":
         return precision
-    return "mixed_bfloat16" if accelerators().bfloat16 else "float32"
+    acc = accelerators()
+    fast = acc.bfloat16 if acc.count else cpu_bfloat16() is not None
+    return "mixed_bfloat16" if fast else "float32"
+
+
+def resolve_steps_per_execution(steps: int | str) -> int:
+    """"auto": STEPS_PER_EXECUTION for the device kind this process trains on."""
+    if steps != "auto":
+        return steps
+    return STEPS_PER_EXECUTION["gpu" if accelerators().count else "cpu"]
 
 
 def set_precision(precision: str) -> str:
@@ -217,8 +264,8 @@ def environment() -> dict:
         versions[backend] = __import__(backend).__version__
     except Exception:  # informative only
         pass
-    env = {"backend": backend, "device": device_info(), "cpu": cpu_name(), "platform": platform.platform(),
-           "versions": versions, "git_commit": _git_commit()}
+    env = {"backend": backend, "device": device_info(), "cpu": cpu_name(), "cpu_bfloat16": cpu_bfloat16(backend),
+           "platform": platform.platform(), "versions": versions, "git_commit": _git_commit()}
     if backend == "torch":
         import torch
 

@@ -171,6 +171,15 @@ def _milestones(text: str) -> list[int]:
     return values
 
 
+def _steps_per_execution(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, received {text!r}") from None
+
+
 def _devices(text: str) -> int | str:
     if text == "all":
         return text
@@ -220,6 +229,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set width=0.25 --set augment='[\"flip\"]' "
                         "(VALUE is JSON, else a string; see `vggcifar recipes`)")
+    p.add_argument("--steps-per-execution", type=_steps_per_execution, metavar="auto|K",
+                   help="training steps the backend runs per compiled call; checkpoints, Ctrl-C and the "
+                        "non-finite-loss stop act between calls (default: auto, by device kind)")
     p.add_argument("--devices", type=_devices, metavar="all|N",
                    help="train data-parallel on N (or all) visible accelerators; more than one needs "
                         "KERAS_BACKEND=jax (default: 1; with --resume, replaces the run's value)")
@@ -252,7 +264,8 @@ def _train_config(args, recipe: str | None = None):
 
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      precision=args.precision, limit_train=args.limit_train, limit_test=args.limit_test,
-                     checkpoint_minutes=args.checkpoint_minutes, val_split=args.val_split, devices=args.devices)
+                     checkpoint_minutes=args.checkpoint_minutes, val_split=args.val_split, devices=args.devices,
+                     steps_per_execution=args.steps_per_execution)
     for key, value in _parse_overrides(args.overrides).items():
         if overrides.get(key) is not None:
             raise UsageError(f"{key} is given twice (as an option and with --set)")
@@ -382,7 +395,7 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 # vggcifar bench
 # --------------------------------------------------------------------------- #
 def _add_bench_parser(sub) -> None:
-    from vggcifar.config import RECIPES
+    from vggcifar.config import PRECISIONS, RECIPES
     from vggcifar.model import CONFIGS, DATA_FORMATS, PADDINGS
 
     p = sub.add_parser("bench", help="training and inference speed against the spec's plain usage, "
@@ -401,6 +414,10 @@ def _add_bench_parser(sub) -> None:
                    help="synthetic training images held in memory (default: 50000, --quick 5000)")
     p.add_argument("--windows", type=_positive_int, help="timed windows (default: 7, --quick 5)")
     p.add_argument("--steps-per-window", type=_positive_int, help="training steps per window (default: 6, --quick 2)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="dtype policy of our path (default: the recipe's; the baseline is always float32)")
+    p.add_argument("--steps-per-execution", type=_steps_per_execution, metavar="auto|K",
+                   help="training steps per compiled call (default: the recipe's, auto)")
     p.add_argument("--no-baseline", action="store_true", help="skip the spec's plain model.fit")
     p.add_argument("--threads", type=_positive_int, help="torch backend: intra-op threads (default: torch's)")
     p.set_defaults(func=_cmd_bench)
@@ -416,7 +433,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.threads is not None:
         backend.set_torch_threads(args.threads)
     config = make_config(args.recipe, batch_size=args.batch_size, model=args.model, width=args.width,
-                         dense_units=args.dense_units, padding=args.padding, data_format=args.data_format)
+                         dense_units=args.dense_units, padding=args.padding, data_format=args.data_format,
+                         precision=args.precision, steps_per_execution=args.steps_per_execution)
     plan = bench.QUICK if args.quick else bench.FULL
     plan = dataclasses.replace(plan, baseline=not args.no_baseline,
                                windows=args.windows or plan.windows,

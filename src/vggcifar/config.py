@@ -84,12 +84,17 @@ class TrainConfig:
                                     "does", "spec: fit(validation_data=(x_test, y_test))", key=True)
     seed: int = _field(0, "integer", "seeds initialisation, dropout, augmentation and the shuffle", "chosen here")
     precision: str = _field("float32", "dtype policy", "float32, mixed_bfloat16, mixed_float16, or auto (bfloat16 "
-                            "on a GPU that has it)", "spec: Keras default float32", key=True)
+                            "where the GPU or CPU computes in it)", "spec: Keras default float32", key=True)
     # --- run ------------------------------------------------------------------
     # "all" or a count: data-parallel training over that many of the visible
     # accelerators through keras.distribution (JAX backend only for more than one).
     devices: int | str = _field(1, "devices", "accelerators to train on, data-parallel: a count or 'all' (more "
                                 "than one needs KERAS_BACKEND=jax)", "one device")
+    # "auto": the measured best for the device kind (vggcifar.backend.STEPS_PER_EXECUTION).
+    # Only how often the host talks to the device: the steps' maths is the same.
+    steps_per_execution: int | str = _field("auto", "steps per call", "training steps the backend runs in one "
+                                            "compiled call before the host reads their losses", "measured per "
+                                            "device kind (docs/performance.md)")
     checkpoint_minutes: float = _field(10.0, "minutes", "minutes between checkpoints within an epoch", "chosen here")
     limit_train: int | None = _field(None, "images", "train on the first N images only", "the whole set")
     limit_test: int | None = _field(None, "images", "test on the first N images only", "the whole set")
@@ -144,7 +149,7 @@ _LEARNING = {
     # DEFAULT_VAL_SPLIT, at most VAL_SHARE of the training set
     "val_split": (None, "10% of CIFAR-10's training set; the test set kept for the reports"),
     "validate_on_test": (False, "the test set kept for the reports"),
-    "precision": ("auto", "bfloat16 where the GPU computes in it, else float32"),
+    "precision": ("auto", "bfloat16 where the GPU or CPU computes in it (measured), else float32"),
     "epochs": (60, "a budget chosen here (published runs: 200-300)"),
 }
 
@@ -277,6 +282,9 @@ def validate(c: TrainConfig) -> None:
     need(c.checkpoint_minutes > 0, "checkpoint_minutes", "to be > 0")
     need(c.devices == "all" or (isinstance(c.devices, int) and c.devices >= 1), "devices",
          "to be 'all' or a positive integer")
+    need(c.steps_per_execution == "auto" or (isinstance(c.steps_per_execution, int)
+                                             and c.steps_per_execution >= 1), "steps_per_execution",
+         "to be 'auto' or a positive integer")
     for name in ("limit_train", "limit_test"):
         need(getattr(c, name) is None or getattr(c, name) >= 1, name, "to be a positive integer")
 

@@ -114,7 +114,9 @@ def train_run(
         # What "auto" means here (layout, precision) is written down, so the
         # folder says what ran and a resume on this machine runs the same.
         config = dataclasses.replace(config, data_format=backend.resolve_data_format(config.data_format),
-                                     precision=backend.resolve_precision(config.precision))
+                                     precision=backend.resolve_precision(config.precision),
+                                     steps_per_execution=backend.resolve_steps_per_execution(
+                                         config.steps_per_execution))
         env = {**backend.environment(), "dataset": data.describe(), "precision": config.precision,
                "data_format": config.data_format}
         run.write_config(config)

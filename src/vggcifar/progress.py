@@ -16,14 +16,15 @@ class Progress:
     """The lines of one training run, through ``log`` (print by default);
     ``verbose=0`` leaves out the per-step bar and the epoch header."""
 
-    #: The first estimate waits for this many steps; the first of them holds
-    #: the step's compilation and is left out.
+    #: The first estimate waits for this many steps; the first call's steps
+    #: hold the step's compilation and are left out.
     ESTIMATE_AFTER_STEPS = 4
 
     def __init__(self, epochs: int, steps_per_epoch: int, *, log=print, verbose: int = 1):
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.log, self.verbose = log, verbose
         self._bar = None
+        self.estimated = False
 
     def resumed(self, epoch: int, step_in_epoch: int, global_step: int) -> None:
         self.log(f"resuming from epoch {epoch} step {step_in_epoch} (global step {global_step})")
@@ -43,8 +44,9 @@ class Progress:
 
     def estimate(self, seconds_per_step: float) -> None:
         per_epoch = seconds_per_step * self.steps_per_epoch
+        self.estimated = True
         self.log(f"estimate: {hms(per_epoch * self.epochs)} of training for {self.epochs} epochs "
-                 f"({per_epoch:.0f} s an epoch, from steps 2-{self.ESTIMATE_AFTER_STEPS}; evaluation not included)")
+                 f"({per_epoch:.0f} s an epoch, from the steps after the first call; evaluation not included)")
 
     def epoch_end(self, row: dict, train_seconds: float) -> None:
         """One line: the epoch's figures, the training time so far and the time left."""

@@ -18,7 +18,7 @@ import numpy as np
 
 import keras
 
-from vggcifar import backend, checkpoint
+from vggcifar import backend, checkpoint, steps
 from vggcifar.checkpoint import TrainState
 from vggcifar.config import TrainConfig, effective_val_split
 from vggcifar.data import CifarData
@@ -193,12 +193,6 @@ def batches(seed: int, images: int, batch_size: int, *, used: int | None = None,
         epoch, step = epoch + 1, 0
 
 
-def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    out = np.zeros((len(labels), num_classes), np.float32)
-    out[np.arange(len(labels)), labels] = 1.0
-    return out
-
-
 def process_rows(idx: np.ndarray) -> np.ndarray:
     """This process's share of a global batch's rows. With one process (one
     host) that is every row; with several (keras.distribution.initialize), each
@@ -207,20 +201,35 @@ def process_rows(idx: np.ndarray) -> np.ndarray:
     return idx if count == 1 else np.array_split(idx, count)[index]
 
 
-def train_batch(train_model: keras.Model, x: np.ndarray, y: np.ndarray, idx: np.ndarray,
-                num_classes: int) -> dict:
-    """One optimizer step on images ``x[idx]``: the training path's only step.
+def chunks(seed: int, images: int, batch_size: int, per_call: int, *, used: int | None = None, epoch: int = 0,
+           step: int = 0):
+    """(epoch, first step, rows) of every call from (``epoch``, ``step``) on:
+    ``rows`` is a (k, batch) array of the k <= ``per_call`` steps that one call
+    runs. Calls never cross an epoch's end, end at multiples of ``per_call``
+    steps from the epoch's start (so a resumed run makes the same calls), and a
+    short last batch is a call of its own."""
+    pending: list[np.ndarray] = []
+    first = None
+    for e, s, idx in batches(seed, images, batch_size, used=used, epoch=epoch, step=step):
+        if pending and len(idx) != len(pending[0]):  # the short last batch: a call of its own
+            yield e, first, np.stack(pending)
+            pending = []
+        if not pending:
+            first = s
+        pending.append(idx)
+        last = s + 1 == math.ceil((images if used is None else used) / batch_size)
+        if last or (s + 1) % per_call == 0:
+            yield e, first, np.stack(pending)
+            pending = []
 
-    The batch is gathered as uint8 (3 KiB an image, nothing else is copied);
-    the model scales it to float32 itself. Returns the step's logs as floats
-    (reading them waits for the step to finish, on any device).
-    """
-    # Under a keras.distribution (JAX), train_on_batch itself places the batch
-    # with the distribution's data layout (sharded along the batch axis); each
-    # process hands it only its own rows.
-    rows = process_rows(idx)
-    logs = train_model.train_on_batch(x[rows], one_hot(y[rows], num_classes), return_dict=True)
-    return {k: float(v) for k, v in logs.items()}
+
+def make_runner(train_model, x: np.ndarray, y: np.ndarray, num_classes: int, *, devices: int = 1):
+    """What runs the training steps: one compiled call per K steps on one
+    device (vggcifar.steps), Keras' train_on_batch under a data-parallel
+    distribution (several devices or processes)."""
+    if devices > 1 or backend.process_slot()[0] > 1:
+        return steps.BatchRunner(train_model, x, y, num_classes, process_rows)
+    return steps.make_runner(train_model, x, y, num_classes)
 
 
 def nonfinite_variables(variables) -> list[str]:
@@ -313,6 +322,8 @@ class _Loop:
         self.used = usable_images(len(self.x), config.batch_size, devices)
         self.steps_per_epoch = math.ceil(self.used / config.batch_size)
         self.model, self.train_model = build_training(config, data.num_classes, self.steps_per_epoch)
+        self.per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
+        self.runner = make_runner(self.train_model, self.x, self.y, data.num_classes, devices=devices)
         # The fixed sample of the train/inference check: evenly spaced training images.
         rows = np.linspace(0, len(self.x) - 1, min(MODE_CHECK_IMAGES, len(self.x))).astype(np.int64)
         self.x_check, self.y_check = self.x[rows], self.y[rows]
@@ -331,30 +342,31 @@ class _Loop:
         last_checkpoint = time.monotonic()
         steps_this_call = 0
         budget = math.inf if max_steps is None else max_steps
-        first_step_seconds = None  # of a run that starts at step 0: holds the compilation
+        compiled = None  # (steps, seconds) of this call's first call: it holds the compilation
         new_epoch = True
-        stream = batches(config.seed, len(self.x), config.batch_size, used=self.used, epoch=state.epoch,
-                         step=state.step_in_epoch)
+        stream = chunks(config.seed, len(self.x), config.batch_size, self.per_call, used=self.used,
+                        epoch=state.epoch, step=state.step_in_epoch)
         with _StopSignals() as signals:
-            for epoch, step, idx in stream:
+            for epoch, step, rows in stream:
                 if new_epoch:
                     self.progress.epoch_start(epoch)
                     new_epoch = False
                 t0 = time.perf_counter()
-                logs = train_batch(self.train_model, self.x, self.y, idx, self.num_classes)
+                losses, accuracies = self.runner.run(rows)
                 dt = time.perf_counter() - t0
-                if not math.isfinite(logs["loss"]):
-                    raise Diverged(f"the training loss became {logs['loss']} at epoch {epoch + 1}, step {step + 1} "
-                                   f"(global step {state.global_step + 1}); the last good checkpoint is kept")
-                self._count(logs, len(idx), dt)
-                steps_this_call += 1
-                last_of_epoch = step + 1 == self.steps_per_epoch
-                if state.global_step == 1:
-                    first_step_seconds = dt
-                if (state.global_step == Progress.ESTIMATE_AFTER_STEPS and first_step_seconds is not None
-                        and not last_of_epoch):
-                    self.progress.estimate((state.train_seconds - first_step_seconds)
-                                           / (Progress.ESTIMATE_AFTER_STEPS - 1))
+                bad = np.flatnonzero(~np.isfinite(losses))
+                if len(bad):  # the chunk's later steps ran on from it: nothing of it is kept
+                    raise Diverged(f"the training loss became {losses[bad[0]]} at epoch {epoch + 1}, step "
+                                   f"{step + bad[0] + 1} (global step {state.global_step + bad[0] + 1}); the last "
+                                   "good checkpoint is kept")
+                self._count(losses, accuracies, rows.shape[1], dt)
+                steps_this_call += len(rows)
+                last_of_epoch = step + len(rows) == self.steps_per_epoch
+                if compiled is None:
+                    compiled = (steps_this_call, dt)
+                elif (not self.progress.estimated and not last_of_epoch
+                      and steps_this_call - compiled[0] >= Progress.ESTIMATE_AFTER_STEPS - 1):
+                    self.progress.estimate((state.train_seconds - compiled[1]) / (steps_this_call - compiled[0]))
                 if not last_of_epoch:
                     if signals.received is not None or steps_this_call >= budget:
                         self._checkpoint(epoch)
@@ -372,16 +384,17 @@ class _Loop:
                     raise self._interrupted(signals.received)
         return FitResult(self.model, state)
 
-    def _count(self, logs: dict, images: int, seconds: float) -> None:
-        """Add one step to the state and the progress bar."""
+    def _count(self, losses: np.ndarray, accuracies: np.ndarray, images: int, seconds: float) -> None:
+        """Add one call's steps (``images`` each) to the state and the progress bar."""
         state = self.state
         state.train_seconds += seconds
         state.epoch_seconds += seconds
-        state.loss_sum += logs["loss"] * images
-        state.correct_sum += logs["accuracy"] * images
-        state.seen += images
-        state.step_in_epoch += 1
-        state.global_step += 1
+        for loss, accuracy in zip(losses.tolist(), accuracies.tolist()):  # in step order, as one step a call adds
+            state.loss_sum += loss * images
+            state.correct_sum += accuracy * images
+        state.seen += images * len(losses)
+        state.step_in_epoch += len(losses)
+        state.global_step += len(losses)
         self.progress.step(state.step_in_epoch, state.loss_sum / state.seen, state.correct_sum / state.seen)
 
     def _check_finite(self, epoch: int) -> None:
