@@ -187,3 +187,32 @@ print("WORST", worst)
     assert done.returncode == 0, done.stderr[-3000:]
     worst = float(done.stdout.split("WORST")[1].split()[0])
     assert worst < 1e-3, worst
+
+
+@pytest.mark.parametrize("gpu, plugin, expected", [
+    (False, False, "tensorflow"), (False, True, "tensorflow"), (True, False, "tensorflow"), (True, True, "jax")])
+def test_default_backend_follows_the_hardware(monkeypatch, gpu, plugin, expected):
+    import vggcifar
+
+    monkeypatch.setattr(vggcifar, "_has_nvidia_gpu", lambda: gpu)
+    monkeypatch.setattr(vggcifar, "_has_jax_cuda", lambda: plugin)
+    chosen, why = vggcifar.default_backend()
+    assert chosen == expected and why
+    if gpu and not plugin:
+        assert "pip install -e '.[gpu]'" in why
+
+
+def test_a_users_backend_wins_and_the_choice_is_recorded(tmp_path):
+    code = ("import vggcifar, keras; from vggcifar import backend; "
+            "print(keras.backend.backend(), '|', vggcifar.BACKEND_CHOICE, '|', backend.environment()['backend_choice'])")
+    for env, expected in (({"KERAS_BACKEND": "jax"}, "jax | KERAS_BACKEND set by the user"),
+                          ({}, f"{vggcifar_default()} | the default")):
+        env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | env
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.stdout.startswith(expected), out.stdout + out.stderr[-2000:]
+
+
+def vggcifar_default() -> str:
+    import vggcifar
+
+    return vggcifar.default_backend()[0]

@@ -211,6 +211,14 @@ def initialize_hosts(coordinator: str | None, num_processes: int | None, process
     keras.distribution.initialize(coordinator, num_processes, process_id)
 
 
+def describe() -> str:
+    """One line: the backend, how it was chosen, and the device it trains on."""
+    import vggcifar
+
+    dev = device_info()
+    return f"backend: {name()} ({vggcifar.BACKEND_CHOICE}), on {dev['name']} ({dev['kind']})"
+
+
 def set_torch_threads(threads: int) -> None:
     """The torch backend's intra-op thread count (other backends have no such knob here)."""
     if name() != "torch":
@@ -264,7 +272,7 @@ def environment() -> dict:
         versions[backend] = __import__(backend).__version__
     except Exception:  # informative only
         pass
-    env = {"backend": backend, "device": device_info(), "cpu": cpu_name(), "cpu_bfloat16": cpu_bfloat16(backend),
+    env = {"backend": backend, "backend_choice": vggcifar.BACKEND_CHOICE, "device": device_info(), "cpu": cpu_name(), "cpu_bfloat16": cpu_bfloat16(backend),
            "platform": platform.platform(), "versions": versions, "git_commit": _git_commit()}
     if backend == "torch":
         import torch

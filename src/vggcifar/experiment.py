@@ -83,6 +83,7 @@ def run_plan(plan: Plan, *, log=print, verbose: int = 1) -> dict:
     backend.resolve_devices(plan.config.devices, plan.config.batch_size)  # a bad --devices fails before the data loads
     data = load_source(plan.data, limit_train=plan.config.limit_train, limit_test=plan.config.limit_test)
     log(f"run folder: {plan.run_dir.path}")
+    log(backend.describe())
     return train_run(plan.config, data, plan.run_dir, milestones=plan.milestones, resume=plan.resume,
                      data_args=plan.data, log=log, verbose=verbose)
 
