@@ -164,6 +164,7 @@ def test_bfloat16_learns_like_float32(tmp_path):
 def test_other_backends_take_k_steps_a_call_within_float_rounding(other, tmp_path):
     pytest.importorskip(other)
     script = """
+import keras
 import numpy as np
 from vggcifar import train as T
 from vggcifar.config import make_config
@@ -178,7 +179,7 @@ for k in (1, 3):
     runner = T.make_runner(model, data.x_train, data.y_train, 10)
     for start in range(0, 6, k):
         runner.run(rows[start:start + k])
-    out[k] = [np.asarray(v.value) for v in model.variables + model.optimizer.variables]
+    out[k] = [keras.ops.convert_to_numpy(v.value) for v in model.variables + model.optimizer.variables]
 worst = max(float(np.max(np.abs(a - b) / (np.abs(b) + 1e-3))) for a, b in zip(out[1], out[3]))
 print("WORST", worst)
 """
