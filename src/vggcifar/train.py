@@ -316,7 +316,8 @@ class _Loop:
         # The fixed sample of the train/inference check: evenly spaced training images.
         rows = np.linspace(0, len(self.x) - 1, min(MODE_CHECK_IMAGES, len(self.x))).astype(np.int64)
         self.x_check, self.y_check = self.x[rows], self.y[rows]
-        self.progress = Progress(config.epochs, self.steps_per_epoch, log=log, verbose=verbose)
+        self.progress = Progress(config.epochs, self.steps_per_epoch, batch_size=config.batch_size, log=log,
+                                 verbose=verbose)
         self.state = TrainState()
 
     def run(self, *, resume: bool, on_epoch_end, max_steps: int | None) -> FitResult:
@@ -331,7 +332,6 @@ class _Loop:
         last_checkpoint = time.monotonic()
         steps_this_call = 0
         budget = math.inf if max_steps is None else max_steps
-        first_step_seconds = None  # of a run that starts at step 0: holds the compilation
         new_epoch = True
         stream = batches(config.seed, len(self.x), config.batch_size, used=self.used, epoch=state.epoch,
                          step=state.step_in_epoch)
@@ -349,12 +349,6 @@ class _Loop:
                 self._count(logs, len(idx), dt)
                 steps_this_call += 1
                 last_of_epoch = step + 1 == self.steps_per_epoch
-                if state.global_step == 1:
-                    first_step_seconds = dt
-                if (state.global_step == Progress.ESTIMATE_AFTER_STEPS and first_step_seconds is not None
-                        and not last_of_epoch):
-                    self.progress.estimate((state.train_seconds - first_step_seconds)
-                                           / (Progress.ESTIMATE_AFTER_STEPS - 1))
                 if not last_of_epoch:
                     if signals.received is not None or steps_this_call >= budget:
                         self._checkpoint(epoch)
@@ -382,7 +376,8 @@ class _Loop:
         state.seen += images
         state.step_in_epoch += 1
         state.global_step += 1
-        self.progress.step(state.step_in_epoch, state.loss_sum / state.seen, state.correct_sum / state.seen)
+        self.progress.step(state.step_in_epoch, state.loss_sum / state.seen, state.correct_sum / state.seen,
+                           seconds)
 
     def _check_finite(self, epoch: int) -> None:
         # A finite loss is computed before the step's update: the update itself
