@@ -73,6 +73,17 @@ def milestone_section(metrics: dict, picture: str) -> str:
     return "\n".join(lines)
 
 
+def hardware(environment: dict) -> str:
+    """The machine as environment.json records it: the device a run computed
+    on and the CPU, the CPU named once when it is that device."""
+    dev = environment.get("device", {})
+    cpu = environment.get("cpu")
+    if dev.get("kind", "cpu") == "cpu":
+        return f"{cpu or dev.get('name', '?')} (cpu)"
+    count = f"{dev['count']} x " if dev.get("count", 1) > 1 else ""
+    return f"{count}{dev.get('name', '?')} ({dev['kind']}); CPU {cpu or '?'}"
+
+
 def render(
     *,
     title: str,
@@ -107,12 +118,11 @@ def render(
     for m, picture in milestones:
         out.append(milestone_section(m, picture))
     out += ["## How this was made", ""]
-    dev = environment.get("device", {})
     versions = environment.get("versions", {})
     out += [
         f"- recipe: `{config.get('recipe')}`; batch size {config.get('batch_size')}, "
         f"learning rate {config.get('lr')}, schedule `{config.get('schedule')}`, seed {config.get('seed')}",
-        f"- hardware: {dev.get('name', '?')} ({dev.get('kind', '?')}), {environment.get('cpu', '?')}",
+        f"- hardware: {hardware(environment)}",
         f"- backend: keras {versions.get('keras', '?')} on {environment.get('backend', '?')} "
         f"{versions.get(environment.get('backend', ''), '')}, precision "
         f"{environment.get('precision', config.get('precision'))}",
