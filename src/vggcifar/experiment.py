@@ -182,7 +182,7 @@ class _MilestoneRun:
         }
         folder = self.run.milestone(end.epoch)
         folder.save_model(end.model)
-        write_results(folder, metrics, synthetic=data.synthetic)
+        write_results(folder, metrics, synthetic=data.synthetic, images=data.x_test)
         self.log(f"epoch {end.epoch}: test accuracy {100 * metrics['test_accuracy']:.2f}%, "
                  f"{hms(end.state.train_seconds)} of training")
         msg = collapse_message(metrics)
@@ -224,8 +224,7 @@ class _MilestoneRun:
         elif config.get("val_split"):
             notes.append(f"The validation curve is {config['val_split']} images held out of the training set; "
                          "the test set is used only for the figures above.")
-        milestones = [(self.results[m], f"{self.run.milestone(m).path.name}/{self.run.confusion_png.name}")
-                      for m in done]
+        milestones = [(self.results[m], self.run.milestone(m).pictures(self.run.path)) for m in done]
         text = render(title=f"VGG-16 on {self.env['dataset']['name']}: results", milestones=milestones,
                       environment=self.env, config=config, notes=notes, curves=self.run.curves.name)
         self.run.write_report(text)
