@@ -107,7 +107,7 @@ def curves_figure(history: list[dict], *, title: str = ""):
         if any(v is not None for v in val):
             ax.plot(epochs, [np.nan if v is None else v for v in val], marker="o", ms=3, label="validation")
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()

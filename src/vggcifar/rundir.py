@@ -151,6 +151,14 @@ class RunDir(ResultDir):
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
+    @property
+    def tensorboard(self) -> Path:
+        """The live view's event files (vggcifar.liveview), one folder per split."""
+        return self.path / "tensorboard"
+
+    def tensorboard_folders(self, splits) -> dict[str, Path]:
+        return {split: self.tensorboard / split for split in splits}
+
     def milestone(self, epoch: int) -> ResultDir:
         return ResultDir(self.path / f"epochs-{epoch:03d}")
 
