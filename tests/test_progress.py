@@ -107,14 +107,26 @@ def estimate_of(out) -> float:
 def test_first_estimate_is_within_a_quarter_of_the_training_time(seed, chunk):
     durations = demo_like_durations(seed=seed)
     out = []
-    simulate(Progress(3, 20, log=out.append, interactive=False), durations, chunk=chunk)
+    # 2,500 images at batch 128: 20 steps, the last one of 68 images.
+    simulate(Progress(3, 20, batch_size=128, images=2500, log=out.append, interactive=False), durations,
+             chunk=chunk)
     total = sum(map(sum, durations))
     assert estimate_of(out) == pytest.approx(total, rel=0.25), (estimate_of(out), total, out)
+    assert estimate_of(out) == pytest.approx(total, rel=0.12), (estimate_of(out), total, out)
     # Before: the compiled steps 2-4 alone, times 60 steps: the compilation left out.
     old = np.mean(durations[0][1:4]) * 60
     assert old < 0.75 * total
     line = next(line for line in out if line.startswith("estimate: "))
-    assert "of training for 3 epochs" in line and "of compilation" in line
+    assert "of training for 3 epochs" in line and "of compilation" in line and "short last batch" in line
+
+
+def test_no_recompilation_is_expected_without_a_short_last_batch():
+    durations = demo_like_durations(seed=0)
+    durations[0][-1] = 0.2
+    out = []
+    simulate(Progress(3, 20, batch_size=125, images=2500, log=out.append, verbose=0), durations)
+    assert "short last batch" not in next(line for line in out if line.startswith("estimate"))
+    assert estimate_of(out) == pytest.approx(sum(map(sum, durations)), rel=0.12)
 
 
 def test_first_estimate_waits_for_enough_compiled_steps():

@@ -316,8 +316,8 @@ class _Loop:
         # The fixed sample of the train/inference check: evenly spaced training images.
         rows = np.linspace(0, len(self.x) - 1, min(MODE_CHECK_IMAGES, len(self.x))).astype(np.int64)
         self.x_check, self.y_check = self.x[rows], self.y[rows]
-        self.progress = Progress(config.epochs, self.steps_per_epoch, batch_size=config.batch_size, log=log,
-                                 verbose=verbose)
+        self.progress = Progress(config.epochs, self.steps_per_epoch, batch_size=config.batch_size,
+                                 images=self.used, log=log, verbose=verbose)
         self.state = TrainState()
 
     def run(self, *, resume: bool, on_epoch_end, max_steps: int | None) -> FitResult:
