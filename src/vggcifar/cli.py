@@ -229,7 +229,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="multi-host: number of processes (env: KERAS_DISTRIBUTION_NUM_PROCESSES)")
     p.add_argument("--process-id", type=int,
                    help="multi-host: this process's id, 0 to N-1 (env: KERAS_DISTRIBUTION_PROCESS_ID)")
-    p.add_argument("--quiet", action="store_true", help="no per-step progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no per-step progress (the bar, or the plain lines when output goes to a file)")
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="write each epoch's figures as TensorBoard event files under RUN_DIR/tensorboard/ "
                         "(watch with: tensorboard --logdir runs/)")
