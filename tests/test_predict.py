@@ -329,7 +329,7 @@ def test_h5_and_non_keras_files_are_refused(tmp_path, model_path, pictures, caps
     (tmp_path / "text.keras").write_text("not a model\n")
     assert main(["predict", str(tmp_path / "text.keras"), str(pictures[0])]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "text.keras: cannot be loaded safely" in err
+    assert len(err.strip().splitlines()) == 1 and "text.keras: is not a complete .keras (zip) file" in err
 
 
 def test_model_without_its_pixel_scaling_is_refused(tmp_path, pictures):

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -259,33 +258,3 @@ def test_precision_sets_compute_dtype_keeps_float32_weights_and_scales_float16_l
         assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
     finally:
         keras.config.set_dtype_policy("float32")
-
-
-def test_time_estimate_leaves_out_the_first_step(tmp_path, data, monkeypatch):
-    # The first step compiles; the estimate must come from the steps after it.
-    from vggcifar import train as T
-
-    real = T.make_runner
-    calls = []
-
-    def make(*a, **k):
-        runner = real(*a, **k)
-        run = runner.run
-
-        def timed(rows):
-            calls.append(1)
-            if len(calls) == 1:
-                time.sleep(2.0)  # a slow first call, as compilation is
-            return run(rows)
-
-        runner.run = timed
-        return runner
-
-    monkeypatch.setattr(T, "make_runner", make)
-    messages = []
-    config = tiny_config(epochs=1, batch_size=16)
-    train_run(config, data, tmp_path / "run", verbose=0, log=messages.append)
-    line = next(m for m in messages if m.startswith("estimate:"))
-    per_epoch = float(line.split("(")[1].split(" s an epoch")[0])
-    # 10 steps an epoch: counting the 2 s first step would give at least 2 / 3 * 10 s.
-    assert per_epoch < 2, line

@@ -241,7 +241,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="multi-host: number of processes (env: KERAS_DISTRIBUTION_NUM_PROCESSES)")
     p.add_argument("--process-id", type=int,
                    help="multi-host: this process's id, 0 to N-1 (env: KERAS_DISTRIBUTION_PROCESS_ID)")
-    p.add_argument("--quiet", action="store_true", help="no per-step progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no per-step progress (the bar, or the plain lines when output goes to a file)")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="write each epoch's figures as TensorBoard event files under RUN_DIR/tensorboard/ "
+                        "(watch with: tensorboard --logdir runs/)")
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -265,7 +269,7 @@ def _train_config(args, recipe: str | None = None):
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      precision=args.precision, limit_train=args.limit_train, limit_test=args.limit_test,
                      checkpoint_minutes=args.checkpoint_minutes, val_split=args.val_split, devices=args.devices,
-                     steps_per_execution=args.steps_per_execution)
+                     steps_per_execution=args.steps_per_execution, tensorboard=args.tensorboard)
     for key, value in _parse_overrides(args.overrides).items():
         if overrides.get(key) is not None:
             raise UsageError(f"{key} is given twice (as an option and with --set)")

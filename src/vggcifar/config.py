@@ -96,6 +96,9 @@ class TrainConfig:
                                             "compiled call before the host reads their losses", "measured per "
                                             "device kind (docs/performance.md)")
     checkpoint_minutes: float = _field(10.0, "minutes", "minutes between checkpoints within an epoch", "chosen here")
+    tensorboard: bool = _field(False, "yes/no", "write each epoch's figures as TensorBoard event files under the "
+                               "run folder's tensorboard/ (needs the tensorboard package)", "off: a run's files "
+                               "need no extra package")
     limit_train: int | None = _field(None, "images", "train on the first N images only", "the whole set")
     limit_test: int | None = _field(None, "images", "test on the first N images only", "the whole set")
 

@@ -1,4 +1,4 @@
-"""Evaluate a saved model, and what every evaluation writes: metrics.json, the confusion matrix as a table and as a picture."""
+"""Evaluate a saved model, and what every evaluation writes: metrics.json, the confusion matrix as a table and as a picture, the pictures of what the model gets wrong."""
 
 from __future__ import annotations
 
@@ -8,17 +8,23 @@ from vggcifar.inference import load_model, predict_tta
 from vggcifar.rundir import ResultDir, RunDir
 
 
-def write_results(folder: ResultDir, metrics: dict, *, synthetic: bool) -> None:
-    """metrics.json, confusion_matrix.csv and .png for one evaluation."""
-    from vggcifar.plots import confusion_figure, save_figure
+def write_results(folder: ResultDir, metrics: dict, *, synthetic: bool, images) -> None:
+    """metrics.json, confusion_matrix.csv and .png, and the pictures of what
+    the model gets wrong (mistakes.png from ``images``, the test images as
+    stored, which metrics' ``mistakes`` index; recall.png) for one evaluation."""
+    from vggcifar.plots import confusion_figure, mistakes_figure, recall_figure, save_figure
 
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_metrics(metrics)
     folder.write_confusion_csv(metrics["confusion_matrix"], metrics["class_names"])
     epoch = f"epochs = {metrics['epoch']}, " if metrics.get("epoch") is not None else ""
     title = f"{'synthetic data, ' if synthetic else ''}{epoch}accuracy = {100 * metrics['test_accuracy']:.2f}%"
-    save_figure(confusion_figure(metrics["confusion_matrix"], metrics["class_names"], title=title),
-                folder.confusion_png)
+    names = metrics["class_names"]
+    save_figure(confusion_figure(metrics["confusion_matrix"], names, title=title), folder.confusion_png)
+    save_figure(mistakes_figure(images, metrics["mistakes"], names,
+                                title=f"most confident mistakes, {title}"), folder.mistakes_png)
+    save_figure(recall_figure(metrics["per_class"]["recall"], names, title=f"recall per class, {title}"),
+                folder.recall_png)
 
 
 def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, limit_test=None, out_dir=None,
@@ -58,5 +64,5 @@ def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, lim
     probs = predict_tta(model, cifar.x_test, tta)
     metrics = {"epoch": epoch, **summarize(probs, cifar.y_test, cifar.class_names), "tta": tta,
                "model": str(model_path), "synthetic": cifar.synthetic, "subset": cifar.subset}
-    write_results(out, metrics, synthetic=cifar.synthetic)
+    write_results(out, metrics, synthetic=cifar.synthetic, images=cifar.x_test)
     return metrics, out.path

@@ -130,12 +130,15 @@ def train_run(
         except train.Diverged as stop:
             milestone_run.failed(stop.reason)
             raise
+        finally:
+            milestone_run.close()
         return milestone_run.last or run.read_metrics()  # a run resumed after its end: its final metrics
 
 
 class _MilestoneRun:
-    """What a run keeps of its epochs: history.csv after each, and at each
-    milestone the model, metrics, confusion matrix, curves and report."""
+    """What a run keeps of its epochs: history.csv and curves.png after each
+    (and TensorBoard's event files with ``config.tensorboard``), and at each
+    milestone the model, metrics, pictures and report."""
 
     def __init__(self, run: RunDir, config: TrainConfig, data: CifarData, milestones: list[int], env: dict, *,
                  resume: bool, log):
@@ -149,6 +152,16 @@ class _MilestoneRun:
             for m in run.done_milestones(milestones):
                 self.results[m] = read_json_or_empty(run.milestone(m).metrics)
         self.last: dict = {}
+        self.live = None
+        if config.tensorboard:
+            from vggcifar.liveview import SPLITS, EpochScalars
+
+            self.live = EpochScalars(run.tensorboard_folders(SPLITS),
+                                     images_per_epoch=len(data.x_train) - config.val_split)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
 
     def wall_seconds(self) -> float:
         return self.wall_before + time.monotonic() - self.started
@@ -157,6 +170,9 @@ class _MilestoneRun:
         config, data = self.config, self.data
         self.run.write_history(end.state.history)
         row = end.state.history[-1]
+        self.draw_curves(end.state.history)
+        if self.live is not None:
+            self.live.write(row)
         # Warn, do not stop: the moving statistics can still catch up (early in a
         # run the flag is often transient), the weights themselves are learning,
         # and the checkpoint lets a reader inspect or continue the run.
@@ -185,24 +201,27 @@ class _MilestoneRun:
         }
         folder = self.run.milestone(end.epoch)
         folder.save_model(end.model)
-        write_results(folder, metrics, synthetic=data.synthetic)
+        write_results(folder, metrics, synthetic=data.synthetic, images=data.x_test)
         self.log(f"epoch {end.epoch}: test accuracy {100 * metrics['test_accuracy']:.2f}%, "
                  f"{hms(end.state.train_seconds)} of training")
         msg = collapse_message(metrics)
         if msg:
             self.log("WARNING: " + msg)
         self.last = self.results[end.epoch] = metrics
-        self.publish(end.state.history)
+        self.publish()
 
-    def publish(self, history: list[dict]) -> None:
-        """The newest milestone's files at the top of the run folder, the curves
-        and report.md over all milestones so far."""
+    def publish(self) -> None:
+        """The newest milestone's files at the top of the run folder, and
+        report.md over all milestones so far."""
+        self.run.publish(max(self.results))
+        self.write_report()
+
+    def draw_curves(self, history: list[dict]) -> None:
+        """curves.png, after every epoch: the loss and accuracy so far."""
         from vggcifar.plots import curves_figure, save_figure
 
-        self.run.publish(max(self.results))
         label = "synthetic data, " if self.data.synthetic else ""
         save_figure(curves_figure(history, title=f"{label}recipe {self.config.recipe}"), self.run.curves)
-        self.write_report()
 
     def failed(self, reason: str) -> None:
         """A diverged run: metrics.json says so where a reader looks, and so does an existing report."""
@@ -227,8 +246,7 @@ class _MilestoneRun:
         elif config.get("val_split"):
             notes.append(f"The validation curve is {config['val_split']} images held out of the training set; "
                          "the test set is used only for the figures above.")
-        milestones = [(self.results[m], f"{self.run.milestone(m).path.name}/{self.run.confusion_png.name}")
-                      for m in done]
+        milestones = [(self.results[m], self.run.milestone(m).pictures(self.run.path)) for m in done]
         text = render(title=f"VGG-16 on {self.env['dataset']['name']}: results", milestones=milestones,
                       environment=self.env, config=config, notes=notes, curves=self.run.curves.name)
         self.run.write_report(text)

@@ -17,7 +17,8 @@ How a file becomes an array:
   against the size in the file's header before any pixel is decoded, so a
   small file that claims to be huge (a decompression bomb) costs nothing.
   Pillow's own, looser guard (``DecompressionBombWarning`` /
-  ``DecompressionBombError``) is turned into the same refusal.
+  ``DecompressionBombError``) is turned into the same refusal, which states
+  the picture's size and this limit only.
 * EXIF orientation is applied (``ImageOps.exif_transpose``): the array is
   the picture as a viewer shows it.
 * Transparency (RGBA, LA, a palette or a single colour marked transparent)
@@ -146,6 +147,41 @@ def _diagnose_unreadable(path: Path) -> ImageError:
     return ImageError(f"{path}: is not a PNG or JPEG image (its content is not a picture Pillow recognises)")
 
 
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """The (width, height) the file's header states, read by the PNG or JPEG
+    reader alone: what ``Image.open`` reads before its own size check."""
+    with open(path, "rb") as f:
+        prefix = f.read(16)
+        for fmt in _READERS:
+            factory, accept = Image.OPEN[fmt]
+            if accept is not None and not accept(prefix):
+                continue
+            f.seek(0)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return tuple(factory(f, str(path)).size)
+            except Exception:  # noqa: BLE001 - this reader does not take it: try the next
+                continue
+    return None
+
+
+def _refused_by_pillow(path: Path) -> ImageError:
+    """Pillow's own size guard stopped ``path``: the same refusal as ours,
+    with its size and our limit (Pillow's limit, twice as loose, is not ours
+    to quote), unless this process lowered Pillow's limit below ours."""
+    size = _header_size(path)
+    if size is None:
+        return ImageError(f"{path}: its header claims more than the limit of {MAX_PIXELS:,} pixels "
+                          "(8192x8192); refused before decoding (a decompression bomb, or a picture to shrink first)")
+    width, height = size
+    if width * height > MAX_PIXELS:
+        return _too_large(path, width, height)
+    return ImageError(f"{path}: its header claims {width}x{height} = {width * height:,} pixels, more than "
+                      f"PIL.Image.MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS:,}) allows in this process; "
+                      "refused before decoding (raise that limit, or shrink the picture first)")
+
+
 def _open(path: Path) -> Image.Image:
     """Pillow's PNG or JPEG reader on ``path``: headers only, size checked."""
     with warnings.catch_warnings():
@@ -154,9 +190,8 @@ def _open(path: Path) -> Image.Image:
             im = Image.open(path, formats=list(_READERS))
         except UnidentifiedImageError:
             raise _diagnose_unreadable(path) from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"{path}: refused before decoding: {_first_line(exc)}; the limit here is "
-                             f"{MAX_PIXELS:,} pixels (8192x8192)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _refused_by_pillow(path) from None
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
             raise _corrupt(path, _claimed_format(path), _first_line(exc)) from None
     if im.format not in ALLOWED_FORMATS:  # a reader that answers with another format name

@@ -16,9 +16,66 @@ INFERENCE_BATCH = 256  # images per predict step; memory only, not numerics
 TTA_MODES = ("none", "flip")
 
 
+#: The most a JSON member of a ``.keras`` file (its config and metadata) may
+#: inflate to. Keras reads each whole into memory, and its own guard starts at
+#: 4 GiB. A VGG-16's config is 32 KB and that of the largest model in
+#: keras.applications (EfficientNetV2L, 1,031 layers) 0.96 MB: 16 MiB refuses
+#: only a file made to exhaust memory.
+MAX_CONFIG_BYTES = 16 * 2**20
+#: Keras stores a ``.keras`` file's members uncompressed; a member over
+#: MAX_CONFIG_BYTES that inflates to more than this many times its stored size
+#: is a decompression bomb.
+MAX_EXPANSION = 100
+
+
+def _not_a_keras_zip(path, why: str) -> ValueError:
+    return ValueError(f"{path}: is not a complete .keras (zip) file ({why}); copy the whole file again, "
+                      "or save the model again with model.save('model.keras')")
+
+
+def check_keras_archive(path: Path) -> None:
+    """Refuse a ``.keras`` file that is not a whole zip archive (truncated,
+    or another format), whose members would inflate past what a model needs
+    (checked from the zip directory alone, before any member is read), or
+    whose members do not match their checksums."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _check_member_sizes(path, archive.infolist())
+            # Each member read through once in 1 MiB pieces, its checksum
+            # compared: a damaged member, or one that inflates to more than
+            # its directory entry says, is refused with bounded memory (Keras
+            # asks zipfile for the config whole, which inflates the member's
+            # compressed bytes in one piece, up to 1,000 times their size).
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise _not_a_keras_zip(path, _first_line(exc)) from None
+    if damaged is not None:
+        raise _not_a_keras_zip(path, f"its {damaged} member is damaged: its checksum does not match")
+
+
+def _check_member_sizes(path: Path, members) -> None:
+    for m in members:
+        if m.filename.endswith(".json") and m.file_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path}: its {m.filename} member would inflate to {m.file_size:,} bytes, more than "
+                             f"the {MAX_CONFIG_BYTES:,} a model's config may take (a VGG-16's is 32 KB); refused "
+                             "before reading it: not a model saved by Keras, or a decompression bomb")
+        if m.file_size > MAX_CONFIG_BYTES and m.file_size > MAX_EXPANSION * max(1, m.compress_size):
+            raise ValueError(f"{path}: its {m.filename} member would inflate from {m.compress_size:,} to "
+                             f"{m.file_size:,} bytes (Keras stores members uncompressed); refused before reading "
+                             "it: a decompression bomb, not a model saved by Keras")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_model(path):
-    """A ``.keras`` file, loaded with Keras' safe mode on (no code from the file runs)."""
-    import keras
+    """A ``.keras`` file, loaded with Keras' safe mode on (no code from the
+    file runs), after ``check_keras_archive``."""
+    import zipfile
 
     path = Path(path)
     if path.suffix != ".keras":
@@ -26,8 +83,13 @@ def load_model(path):
                          "save the model with model.save('model.keras')")
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
+    check_keras_archive(path)
+    import keras
+
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except zipfile.BadZipFile as exc:  # a member's bytes damaged (its checksum fails)
+        raise _not_a_keras_zip(path, _first_line(exc)) from None
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         # Keras' text goes on to suggest turning safe mode off: this command never does.

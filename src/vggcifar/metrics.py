@@ -67,6 +67,42 @@ def collapse(y_pred, num_classes: int) -> dict | None:
     return {"class": top, "share": float(share)} if share >= COLLAPSE_SHARE else None
 
 
+#: The mistakes picture: the most-confused (true, predicted) class pairs...
+MISTAKE_PAIRS = 3
+#: ...each shown by this many of its most confident mistakes.
+MISTAKES_PER_PAIR = 6
+
+
+def confused_pairs(cm: np.ndarray, pairs: int = MISTAKE_PAIRS) -> list[tuple[int, int, int]]:
+    """(true, predicted, images) of the off-diagonal cells of ``cm`` that
+    hold the most images, most first (ties: the lower true class, then the
+    lower predicted class); empty cells are left out."""
+    cm = np.asarray(cm, dtype=np.int64)
+    cells = [(-int(cm[t, p]), t, p) for t in range(len(cm)) for p in range(len(cm)) if t != p and cm[t, p] > 0]
+    return [(t, p, -n) for n, t, p in sorted(cells)[:pairs]]
+
+
+def confident_mistakes(probs: np.ndarray, y_true, pairs: int = MISTAKE_PAIRS,
+                       per_pair: int = MISTAKES_PER_PAIR) -> list[dict]:
+    """What the model gets most confidently wrong: for each of its ``pairs``
+    most-confused class pairs, the images of that pair to which it gives its
+    wrong answer the highest probability, most confident first (ties: the
+    lower index), as {"true", "predicted", "count", "images": indices into
+    ``probs``, "probabilities": of the predicted class}. A model without
+    mistakes gives []; a collapsed one, pairs that all predict its one class."""
+    probs = np.asarray(probs)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = probs.argmax(axis=1)
+    out = []
+    for t, p, count in confused_pairs(confusion_matrix(y_true, y_pred, probs.shape[1]), pairs):
+        rows = np.flatnonzero((y_true == t) & (y_pred == p))
+        order = np.lexsort((rows, -probs[rows, p]))[:per_pair]  # by probability, then index
+        picked = rows[order]
+        out.append({"true": t, "predicted": p, "count": count, "images": picked.tolist(),
+                    "probabilities": probs[picked, p].astype(float).tolist()})
+    return out
+
+
 def summarize(probs: np.ndarray, y_true, class_names: list[str]) -> dict:
     """Everything metrics.json says about one set of predictions."""
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -80,6 +116,7 @@ def summarize(probs: np.ndarray, y_true, class_names: list[str]) -> dict:
         "class_names": list(class_names),
         "per_class": per_class(cm),
         "images": int(len(y_true)),
+        "mistakes": confident_mistakes(probs, y_true),
     }
     c = collapse(y_pred, k)
     out["collapse"] = None if c is None else {**c, "class_name": class_names[c["class"]]}

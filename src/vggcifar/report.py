@@ -44,7 +44,23 @@ def markdown_confusion(cm, class_names) -> str:
     return "\n".join([head, rule, *rows])
 
 
-def milestone_section(metrics: dict, picture: str) -> str:
+def mistakes_text(metrics: dict) -> str | None:
+    """The most-confused class pairs in words (metrics' ``mistakes``)."""
+    mistakes = metrics.get("mistakes")
+    if mistakes is None:
+        return None
+    if not mistakes:
+        return "No test image is misclassified."
+    names = metrics["class_names"]
+    pairs = ", ".join(f"{names[m['true']]} as {names[m['predicted']]} ({m['count']} images)" for m in mistakes)
+    return (f"Most confused: {pairs}. The picture shows the images of each pair the model was surest of, "
+            "with the probability it gave its wrong answer.")
+
+
+def milestone_section(metrics: dict, pictures: dict[str, str]) -> str:
+    """``pictures``: relative paths of this milestone's pictures by kind
+    ("confusion", and "mistakes", "recall" where they were drawn)."""
+    epoch = metrics["epoch"]
     lines = [
         f"* epochs = {metrics['epoch']} **accuracy = {100 * metrics['test_accuracy']:.2f}%**",
         "",
@@ -54,11 +70,20 @@ def milestone_section(metrics: dict, picture: str) -> str:
         "",
         "**Confusion matrix vizualizing**",
         "",
-        f"![confusion matrix after {metrics['epoch']} epochs]({picture})",
-        "",
-        f"Time of learning process: **{hms(metrics['train_seconds'])}**",
+        f"![confusion matrix after {epoch} epochs]({pictures['confusion']})",
         "",
     ]
+    if "mistakes" in pictures or "recall" in pictures:
+        lines += ["**What it gets wrong**", ""]
+        text = mistakes_text(metrics)
+        if text:
+            lines += [text, ""]
+        if "mistakes" in pictures:
+            lines += [f"![test images misclassified most confidently after {epoch} epochs]({pictures['mistakes']})",
+                      ""]
+        if "recall" in pictures:
+            lines += [f"![recall per class after {epoch} epochs]({pictures['recall']})", ""]
+    lines += [f"Time of learning process: **{hms(metrics['train_seconds'])}**", ""]
     msg = collapse_message(metrics)
     if msg:
         lines[1:1] = ["", f"> **Collapsed.** {msg}"]
@@ -73,6 +98,17 @@ def milestone_section(metrics: dict, picture: str) -> str:
     return "\n".join(lines)
 
 
+def hardware(environment: dict) -> str:
+    """The machine as environment.json records it: the device a run computed
+    on and the CPU, the CPU named once when it is that device."""
+    dev = environment.get("device", {})
+    cpu = environment.get("cpu")
+    if dev.get("kind", "cpu") == "cpu":
+        return f"{cpu or dev.get('name', '?')} (cpu)"
+    count = f"{dev['count']} x " if dev.get("count", 1) > 1 else ""
+    return f"{count}{dev.get('name', '?')} ({dev['kind']}); CPU {cpu or '?'}"
+
+
 def render(
     *,
     title: str,
@@ -82,7 +118,7 @@ def render(
     notes: list[str] = (),
     curves: str | None = None,
 ) -> str:
-    """``milestones``: (metrics, relative path of its heatmap) in epoch order;
+    """``milestones``: (metrics, its pictures as ``milestone_section`` takes them) in epoch order;
     ``curves``: relative path of the learning curves' picture."""
     data = environment.get("dataset", {})
     out = [f"# {title}", ""]
@@ -104,15 +140,14 @@ def render(
     if curves:
         out += [f"![learning curves]({curves})", ""]
     out += ["## Results", ""]
-    for m, picture in milestones:
-        out.append(milestone_section(m, picture))
+    for m, pictures in milestones:
+        out.append(milestone_section(m, pictures))
     out += ["## How this was made", ""]
-    dev = environment.get("device", {})
     versions = environment.get("versions", {})
     out += [
         f"- recipe: `{config.get('recipe')}`; batch size {config.get('batch_size')}, "
         f"learning rate {config.get('lr')}, schedule `{config.get('schedule')}`, seed {config.get('seed')}",
-        f"- hardware: {dev.get('name', '?')} ({dev.get('kind', '?')}), {environment.get('cpu', '?')}",
+        f"- hardware: {hardware(environment)}",
         f"- backend: keras {versions.get('keras', '?')} on {environment.get('backend', '?')} "
         f"{versions.get(environment.get('backend', ''), '')}, precision "
         f"{environment.get('precision', config.get('precision'))}",

@@ -9,9 +9,13 @@ Layout of ``RUN_DIR``::
     checkpoints/       complete training states (ckpt-<global step>/, the newest two)
     lock               the pid of the process using the folder
     epochs-010/ ...    one ResultDir per milestone: model.keras, metrics.json,
-                       confusion_matrix.csv, confusion_matrix.png
-    model.keras, metrics.json, confusion_matrix.csv/.png   the last milestone (published)
-    curves.png, report.md
+                       confusion_matrix.csv, confusion_matrix.png, mistakes.png
+                       (the test images most confidently misclassified), recall.png
+    model.keras, metrics.json, confusion_matrix.csv/.png, mistakes.png, recall.png
+                       the last milestone (published)
+    curves.png         loss and accuracy, redrawn after every epoch
+    report.md
+    tensorboard/       with --tensorboard: train/ and validation/ event files, a scalar per epoch
     evaluation/        what `vggcifar evaluate RUN_DIR` writes (evaluation-flip/ with --tta flip)
 
 A comparison of recipes (``CompareDir``) holds one run folder per recipe and
@@ -49,7 +53,8 @@ class ResultDir:
     or what `vggcifar evaluate` writes."""
 
     #: The files a milestone publishes to the top of its run folder.
-    NAMES = ("model.keras", "metrics.json", "confusion_matrix.csv", "confusion_matrix.png")
+    NAMES = ("model.keras", "metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "mistakes.png",
+             "recall.png")
 
     def __init__(self, path):
         self.path = Path(path)
@@ -75,6 +80,22 @@ class ResultDir:
     @property
     def confusion_png(self) -> Path:
         return self.path / "confusion_matrix.png"
+
+    @property
+    def mistakes_png(self) -> Path:
+        """The test images the model gets most confidently wrong, by confused class pair."""
+        return self.path / "mistakes.png"
+
+    @property
+    def recall_png(self) -> Path:
+        """Per-class recall as bars."""
+        return self.path / "recall.png"
+
+    def pictures(self, relative_to: Path) -> dict[str, str]:
+        """The pictures of this evaluation that exist, as paths relative to
+        ``relative_to`` (for links in a report): confusion, mistakes, recall."""
+        found = {"confusion": self.confusion_png, "mistakes": self.mistakes_png, "recall": self.recall_png}
+        return {k: p.relative_to(relative_to).as_posix() for k, p in found.items() if p.exists()}
 
     def write_metrics(self, metrics: dict) -> None:
         fsutil.write_json(self.metrics, metrics)
@@ -129,6 +150,14 @@ class RunDir(ResultDir):
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
+
+    @property
+    def tensorboard(self) -> Path:
+        """The live view's event files (vggcifar.liveview), one folder per split."""
+        return self.path / "tensorboard"
+
+    def tensorboard_folders(self, splits) -> dict[str, Path]:
+        return {split: self.tensorboard / split for split in splits}
 
     def milestone(self, epoch: int) -> ResultDir:
         return ResultDir(self.path / f"epochs-{epoch:03d}")

@@ -327,7 +327,8 @@ class _Loop:
         # The fixed sample of the train/inference check: evenly spaced training images.
         rows = np.linspace(0, len(self.x) - 1, min(MODE_CHECK_IMAGES, len(self.x))).astype(np.int64)
         self.x_check, self.y_check = self.x[rows], self.y[rows]
-        self.progress = Progress(config.epochs, self.steps_per_epoch, log=log, verbose=verbose)
+        self.progress = Progress(config.epochs, self.steps_per_epoch, batch_size=config.batch_size,
+                                 images=self.used, log=log, verbose=verbose)
         self.state = TrainState()
 
     def run(self, *, resume: bool, on_epoch_end, max_steps: int | None) -> FitResult:
@@ -342,7 +343,6 @@ class _Loop:
         last_checkpoint = time.monotonic()
         steps_this_call = 0
         budget = math.inf if max_steps is None else max_steps
-        compiled = None  # (steps, seconds) of this call's first call: it holds the compilation
         new_epoch = True
         stream = chunks(config.seed, len(self.x), config.batch_size, self.per_call, used=self.used,
                         epoch=state.epoch, step=state.step_in_epoch)
@@ -362,11 +362,6 @@ class _Loop:
                 self._count(losses, accuracies, rows.shape[1], dt)
                 steps_this_call += len(rows)
                 last_of_epoch = step + len(rows) == self.steps_per_epoch
-                if compiled is None:
-                    compiled = (steps_this_call, dt)
-                elif (not self.progress.estimated and not last_of_epoch
-                      and steps_this_call - compiled[0] >= Progress.ESTIMATE_AFTER_STEPS - 1):
-                    self.progress.estimate((state.train_seconds - compiled[1]) / (steps_this_call - compiled[0]))
                 if not last_of_epoch:
                     if signals.received is not None or steps_this_call >= budget:
                         self._checkpoint(epoch)
@@ -395,7 +390,8 @@ class _Loop:
         state.seen += images * len(losses)
         state.step_in_epoch += len(losses)
         state.global_step += len(losses)
-        self.progress.step(state.step_in_epoch, state.loss_sum / state.seen, state.correct_sum / state.seen)
+        self.progress.step(state.step_in_epoch, state.loss_sum / state.seen, state.correct_sum / state.seen,
+                           seconds)
 
     def _check_finite(self, epoch: int) -> None:
         # A finite loss is computed before the step's update: the update itself
