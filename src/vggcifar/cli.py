@@ -171,22 +171,21 @@ def _milestones(text: str) -> list[int]:
     return values
 
 
-def _steps_per_execution(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, received {text!r}") from None
+def _positive_int_or(word: str):
+    """An argparse type: ``word`` itself, or a positive integer."""
+    def parse(text: str) -> int | str:
+        if text == word:
+            return text
+        try:
+            return _positive_int(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected '{word}' or a positive integer, received {text!r}") from None
+
+    return parse
 
 
-def _devices(text: str) -> int | str:
-    if text == "all":
-        return text
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 'all' or a positive integer, received {text!r}") from None
+_steps_per_execution = _positive_int_or("auto")
+_devices = _positive_int_or("all")
 
 
 #: keras.distribution.initialize reads these when its arguments are not given.
