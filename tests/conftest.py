@@ -38,3 +38,28 @@ def wait_for_checkpoint(run: Path, proc, minimum_step: int, timeout: float = 180
             raise AssertionError(f"training ended before step {minimum_step}: {proc.stdout.read()}")
         time.sleep(0.02)
     raise AssertionError(f"no checkpoint at step {minimum_step} or later appeared in {timeout} s")
+
+
+# A process that holds a run folder's lock (argv[1]) until it is killed; it
+# says "held" once it has it. It imports no keras: it starts in milliseconds.
+LOCK_HOLDER = """
+import sys, time
+from vggcifar.fsutil import RunLock
+lock = RunLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_lock(folder):
+    """A LOCK_HOLDER process on ``folder`` that holds the lock by now."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    line = holder.stdout.readline().strip()
+    if line != "held":
+        holder.kill()
+        raise AssertionError(f"the lock holder did not take the lock: {line!r}")
+    return holder

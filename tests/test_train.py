@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import TINY, TINY_ARGS, final_variables, wait_for_checkpoint
+from conftest import TINY, TINY_ARGS, final_variables, hold_lock, wait_for_checkpoint
 from vggcifar import fsutil
 from vggcifar.cli import main
 from vggcifar.config import make_config
@@ -197,16 +197,15 @@ def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, data, monkeypatch):
 
 def test_second_process_on_a_run_folder_is_refused(tmp_path, data):
     run = tmp_path / "run"
-    run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    holder = hold_lock(run)
     try:
-        (run / "lock").write_text(f"{holder.pid}\n")
         with pytest.raises(OSError, match=f"in use by process {holder.pid}"):
             train_run(tiny_config(epochs=1), data, run, verbose=0, log=lambda *_: None)
+        assert holder.poll() is None
     finally:
         holder.kill()
         holder.wait()
-    # The holder is dead now: its lock is stale and taken over.
+    # The holder is dead now: the kernel released its lock, and it is taken.
     train_run(tiny_config(epochs=1), data, run, verbose=0, log=lambda *_: None)
     assert (run / "metrics.json").exists() and not (run / "lock").exists()
 

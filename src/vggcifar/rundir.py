@@ -7,7 +7,7 @@ Layout of ``RUN_DIR``::
     environment.json   versions, backend, device, git commit, dataset
     history.csv        per epoch: loss, accuracy, val_loss, val_accuracy, lr, seconds, the train/inference check
     checkpoints/       complete training states (ckpt-<global step>/, the newest two)
-    lock               the pid of the process using the folder
+    lock               flock()ed by the process using the folder, and its pid (left by a killed one: free)
     epochs-010/ ...    one ResultDir per milestone: model.keras, metrics.json,
                        confusion_matrix.csv, confusion_matrix.png
     model.keras, metrics.json, confusion_matrix.csv/.png   the last milestone (published)
