@@ -203,7 +203,7 @@ def half_done(tmp_path_factory):
     with pytest.raises(TrainingStopped):
         train_run(_enospc_config(), data, root / "half", milestones=[1, 2], data_args={"dataset": "synthetic"},
                   max_steps=2, **QUIET)
-    train_run(_enospc_config(), data, root / "full", milestones=[1, 2], **QUIET)
+    train_run(_enospc_config(), data, root / "full", milestones=[1, 2], data_args={"dataset": "synthetic"}, **QUIET)
     return root / "half", root / "full"
 
 
@@ -299,6 +299,43 @@ def test_disk_full_keeps_the_previous_file_and_says_where(tmp_path, half_done, m
     assert_same_variables(final_variables(full), final_variables(run))
     assert fsutil.read_json(run / "metrics.json")["test_loss"] == fsutil.read_json(full / "metrics.json")["test_loss"]
     assert temp_names(run) == []
+
+
+def _truncate_npz(ckpt: Path) -> None:
+    npz = ckpt / "variables.npz"
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+
+
+def _break_state(ckpt: Path) -> None:
+    (ckpt / "state.json").write_text('{"epoch": 2, "global_st')
+
+
+@pytest.mark.parametrize("damage", [
+    (_truncate_npz, _truncate_npz),
+    (_break_state, _break_state),
+    (_truncate_npz, _break_state),
+], ids=["truncated-npz", "bad-state-json", "one-of-each"])
+def test_resume_with_every_checkpoint_damaged_refuses_and_changes_nothing(tmp_path, half_done, capsys, damage):
+    _, full = half_done
+    run = tmp_path / "run"
+    shutil.copytree(full, run)
+    (run / "lock").unlink(missing_ok=True)
+    checkpoints = RunDir(run).list_checkpoints()
+    assert len(checkpoints) == 2
+    for ckpt, hurt in zip(checkpoints, damage):
+        hurt(ckpt)
+    before = snapshot(run)
+    capsys.readouterr()
+
+    status = main(["train", "--resume", "--run-dir", str(run), "--quiet"])
+
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("vggcifar:")]
+    assert status == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert all(c.name in lines[0] for c in checkpoints), lines[0]
+    assert "start over on purpose" in lines[0] and "without --resume" in lines[0], lines[0]
+    assert snapshot(run) == before  # nothing trained, nothing rewritten, nothing removed
+    assert not (run / "lock").exists()
 
 
 @pytest.mark.parametrize("when", ["write", "fsync"])

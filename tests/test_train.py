@@ -19,6 +19,7 @@ from vggcifar.cli import main
 from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
 from vggcifar.experiment import train_run
+from vggcifar.checkpoint import read_variables as checkpoint_variables
 from vggcifar.rundir import RunDir
 
 RUN_FILES = ["config.json", "run.json", "environment.json", "history.csv", "model.keras", "metrics.json",
@@ -144,7 +145,11 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path, data):
     assert any("resuming from epoch 2" in m for m in messages)
     for x, y in zip(reference, final_variables(run)):
         np.testing.assert_array_equal(x, y)
-    assert previous.exists() or len(RunDir(run).list_checkpoints()) == 2
+    # The damaged checkpoint was replaced by a whole one of the same step; the one before it stays.
+    assert RunDir(run).list_checkpoints() == [previous, newest]
+    assert fsutil.read_json(newest / "state.json")["epoch"] == 3
+    for x, y in zip(reference, checkpoint_variables(newest)):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_evaluate_reproduces_metrics(tmp_path, data, capsys):
