@@ -1,0 +1,91 @@
+"""metrics.py against independent oracles: scikit-learn, and closed forms
+worked out by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from vggcifar import metrics
+
+
+def random_predictions(n=200, k=10, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, k)) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return probs, rng.integers(0, k, n)
+
+
+def test_confusion_matrix_and_per_class_agree_with_scikit_learn():
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    probs, y = random_predictions()
+    pred = probs.argmax(1)
+    pred[pred == 7] = 3  # class 7 never predicted: its precision is undefined (0)
+    cm = metrics.confusion_matrix(y, pred, 10)
+    np.testing.assert_array_equal(cm, confusion_matrix(y, pred, labels=range(10)))
+    assert cm[2].sum() == (y == 2).sum()  # rows are the true classes
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=range(10), zero_division=0)
+    got = metrics.per_class(cm)
+    np.testing.assert_allclose(got["precision"], p)
+    np.testing.assert_allclose(got["recall"], r)
+    np.testing.assert_allclose(got["f1"], f)
+    assert got["support"] == s.tolist()
+
+
+def test_per_class_of_a_class_never_seen_nor_predicted_is_zero_not_nan():
+    cm = np.array([[3, 0, 0], [1, 2, 0], [0, 0, 0]])
+    got = metrics.per_class(cm)
+    assert got["precision"] == [0.75, 1.0, 0.0] and got["recall"] == [1.0, 2 / 3, 0.0]
+    assert got["f1"][2] == 0.0 and got["f1"][0] == pytest.approx(2 * 0.75 / 1.75)
+    assert got["support"] == [3, 3, 0]
+
+
+def test_cross_entropy_agrees_with_scikit_learn_log_loss():
+    from sklearn.metrics import log_loss
+
+    probs, y = random_predictions(seed=1)
+    expected = log_loss(y, probs, labels=range(10))
+    assert metrics.cross_entropy(probs, y) == pytest.approx(expected, rel=1e-6)
+
+
+def test_cross_entropy_clips_as_keras_does():
+    # A certain wrong answer costs -log(1e-7), not infinity; a certain right one costs -log(1 - 1e-7).
+    probs = np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert metrics.cross_entropy(probs, [0, 0]) == pytest.approx((-math.log(1e-7) - math.log(1 - 1e-7)) / 2)
+    assert metrics.cross_entropy(probs[1:], [0]) == pytest.approx(-math.log(1 - 1e-7))
+    assert metrics.cross_entropy([[0.25, 0.75]], [1]) == pytest.approx(-math.log(0.75))
+
+
+@pytest.mark.parametrize("train,inference,k,flagged", [
+    (0.60, 0.225, 10, True),   # the docstring's example: lead 0.5 over chance, inference keeps 0.125
+    (0.60, 0.226, 10, False),  # keeps a little more than a quarter of the lead
+    (0.60, 0.10, 10, True),    # inference at chance
+    (0.299, 0.10, 10, False),  # lead under 0.2 over chance: too early to tell
+    (0.3001, 0.10, 10, True),  # lead just over 0.2
+    (0.95, 0.90, 10, False),   # both modes agree
+    (0.71, 0.55, 2, True),     # two classes: chance 0.5, lead 0.21, inference keeps 0.05 <= 0.0525
+    (0.71, 0.56, 2, False),
+])
+def test_mode_mismatch_on_worked_cases(train, inference, k, flagged):
+    assert metrics.mode_mismatch(train, inference, k) is flagged
+
+
+def test_collapse_at_and_below_the_share():
+    assert metrics.collapse([4] * 9 + [1], 10) == {"class": 4, "share": 0.9}
+    assert metrics.collapse([4] * 8 + [1, 2], 10) is None
+    assert metrics.collapse([], 3) is None
+
+
+def test_summarize_is_what_metrics_json_holds():
+    probs, y = random_predictions(n=50, k=3, seed=2)
+    names = ["a", "b", "c"]
+    out = metrics.summarize(probs, y, names)
+    pred = probs.argmax(1)
+    assert out["test_accuracy"] == pytest.approx((pred == y).mean())
+    assert out["test_loss"] == metrics.cross_entropy(probs, y)
+    assert out["confusion_matrix"] == metrics.confusion_matrix(y, pred, 3).tolist()
+    assert out["class_names"] == names and out["images"] == 50 and out["collapse"] is None
+    assert out["per_class"] == metrics.per_class(np.array(out["confusion_matrix"]))
+    one = metrics.summarize(np.eye(3)[[1] * 10], [0] * 10, names)
+    assert one["collapse"] == {"class": 1, "share": 1.0, "class_name": "b"} and one["test_accuracy"] == 0.0
