@@ -1,0 +1,103 @@
+"""fsutil's run lock and atomic writes, in one process (the faults across
+processes: test_faults.py)."""
+
+import json
+import os
+
+import pytest
+
+from vggcifar import fsutil
+
+
+def test_a_held_lock_refuses_a_second_taker_naming_the_holder(tmp_path):
+    with fsutil.RunLock(tmp_path) as lock:
+        assert lock.held and (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(fsutil.LockError) as err:
+            fsutil.RunLock(tmp_path).acquire()
+        assert str(err.value) == (f"{tmp_path} is in use by process {os.getpid()} (lock file {tmp_path / 'lock'}); "
+                                  "wait for it to finish or choose another --run-dir")
+        assert isinstance(err.value, OSError)
+    assert not lock.held and not (tmp_path / "lock").exists()
+    again = fsutil.RunLock(tmp_path)
+    again.acquire()
+    again.release()
+    again.release()  # a second release is harmless
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_left_lock_file_is_free_whatever_it_holds(tmp_path):
+    for content in ("999999999\n", "", "not a pid", "1\n"):  # a dead pid, empty, garbage, even a live pid
+        (tmp_path / "lock").write_text(content)
+        with fsutil.RunLock(tmp_path):
+            assert (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
+        assert not (tmp_path / "lock").exists()
+
+
+def test_a_holder_whose_pid_is_not_written_yet_is_another_process(tmp_path, monkeypatch):
+    import fcntl
+
+    monkeypatch.setattr(fsutil.RunLock, "PID_WAIT_SECONDS", 0.05)
+    fd = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(fsutil.LockError, match=r"is in use by another process \(lock file "):
+            fsutil.RunLock(tmp_path).acquire()
+    finally:
+        os.close(fd)
+
+
+def test_the_lock_makes_its_folder(tmp_path):
+    with fsutil.RunLock(tmp_path / "a" / "b"):
+        assert (tmp_path / "a" / "b" / "lock").is_file()
+
+
+def test_atomic_writes_replace_whole_and_leave_no_temp(tmp_path):
+    target = tmp_path / "sub" / "x.json"
+    fsutil.write_json(target, {"b": 1, "a": [1.5]})
+    assert target.read_text() == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'
+    assert fsutil.read_json(target) == {"a": [1.5], "b": 1}
+    with pytest.raises(ValueError):
+        fsutil.write_json(target, {"a": float("nan")})  # not JSON: refused, the old file stays
+    assert json.loads(target.read_text()) == {"a": [1.5], "b": 1}
+    fsutil.write_text(target, "é")
+    assert target.read_bytes() == "é".encode()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x.json"]
+
+
+def test_atomic_dir_replaces_an_older_folder_whole(tmp_path):
+    target = tmp_path / "ckpt"
+    with fsutil.atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+        (tmp / "b").write_text("1")
+    with fsutil.atomic_dir(target) as tmp:
+        (tmp / "a").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["a"] and (target / "a").read_text() == "2"
+    with pytest.raises(RuntimeError):
+        with fsutil.atomic_dir(target) as tmp:
+            (tmp / "a").write_text("3")
+            raise RuntimeError("stop")
+    assert (target / "a").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_an_error_naming_no_file_is_raised_naming_the_target(tmp_path):
+    import errno
+
+    target = tmp_path / "m.bin"
+    with pytest.raises(OSError) as err:
+        with fsutil.atomic_path(target):
+            raise OSError(errno.EIO, "input/output error")
+    assert err.value.errno == errno.EIO and err.value.filename == str(target)
+    assert "while writing" in str(err.value)
+    with pytest.raises(OSError) as err:  # one naming another file keeps its name
+        with fsutil.atomic_path(target):
+            raise FileNotFoundError(errno.ENOENT, "no such file", "/elsewhere")
+    assert err.value.filename == "/elsewhere"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_is_told_by_its_errno():
+    import errno
+
+    assert fsutil.is_disk_full(OSError(errno.ENOSPC, "full"))
+    assert not fsutil.is_disk_full(OSError(errno.EIO, "io"))
+    assert not fsutil.is_disk_full(ValueError("x"))
