@@ -4,6 +4,7 @@ other injected faults: test_faults.py)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,26 +153,44 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path, data):
         np.testing.assert_array_equal(x, y)
 
 
-def test_evaluate_reproduces_metrics(tmp_path, data, capsys):
+def test_evaluate_reproduces_metrics(tmp_path, capsys):
+    # A run trained from an archive (--data), killed after its first epoch,
+    # resumed through run.json; evaluate then finds the same archive there and
+    # reproduces the run's metrics from its saved model.
+    from vggcifar import fixtures
+
+    arrays = fixtures.random_arrays(64, 32, seed=5)
+    archive = fixtures.write_archive(tmp_path / "cifar-10-python.tar.gz", *arrays)
     run = tmp_path / "run"
-    train_run(tiny_config(epochs=1), data, run, verbose=0, log=lambda *_: None)
-    # evaluate reads the data source from run.json: here, the same synthetic set.
-    fsutil.write_json(run / "run.json", {"milestones": [1], "data": {"dataset": "synthetic"}})
-    from vggcifar.evaluate import evaluate_path
+    args = ["train", "--data", str(archive), "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--quiet",
+            *TINY_ARGS, "--run-dir", str(run)]
+    assert main(args) == 0
+    finished = final_variables(run)
+    shutil.rmtree(RunDir(run).list_checkpoints()[-1])  # as if killed before epoch 2 was checkpointed
+    assert main(["train", "--resume", "--run-dir", str(run), "--quiet"]) == 0
+    assert "resuming from epoch 1" in capsys.readouterr().out
+    for x, y in zip(finished, final_variables(run)):
+        np.testing.assert_array_equal(x, y)
 
-    metrics, out = evaluate_path(run, dataset="synthetic", limit_test=64)
     saved = fsutil.read_json(run / "metrics.json")
-    # load_synthetic(test=64) is not the seed-3 set this test trained on; evaluate
-    # that exact set instead through the library and compare.
-    from vggcifar.metrics import summarize
-    from vggcifar.inference import load_model
-    from vggcifar.inference import predict_probs
-
-    again = summarize(predict_probs(load_model(run / "model.keras"), data.x_test), data.y_test, data.class_names)
-    assert again["confusion_matrix"] == saved["confusion_matrix"]
+    assert main(["evaluate", str(run)]) == 0  # its data from run.json, the default folder
+    assert "on 32 images; files in " + str(run / "evaluation") in capsys.readouterr().out
+    again = fsutil.read_json(run / "evaluation" / "metrics.json")
+    assert again["epoch"] == saved["epoch"] == 2
+    assert again["confusion_matrix"] == saved["confusion_matrix"] and again["per_class"] == saved["per_class"]
+    assert again["test_accuracy"] == saved["test_accuracy"]
     assert again["test_loss"] == pytest.approx(saved["test_loss"], rel=1e-6)
-    assert (out / "metrics.json").is_file() and (out / "confusion_matrix.png").is_file()
-    assert metrics["epoch"] == 1
+    # A model file: its data named, the default folder beside it.
+    assert main(["evaluate", str(run / "model.keras"), "--data", str(archive)]) == 0
+    assert fsutil.read_json(run / "model-evaluation" / "metrics.json")["confusion_matrix"] == saved["confusion_matrix"]
+    # A dataset with another number of classes is refused, naming both counts.
+    names = [f"c{i}" for i in range(100)]
+    other = fixtures.write_archive(tmp_path / "cifar-100-python.tar.gz", *fixtures.random_arrays(8, 8, 100),
+                                   layout="cifar100", fine_names=names)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "has 10 outputs but the dataset has 100 classes" in err and err.count("\n") == 1
 
 
 def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, data, monkeypatch):
@@ -226,17 +245,27 @@ TRAIN_ARGS = ["train", "--dataset", "synthetic", "--limit-train", "192", "--limi
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_saves_and_exits_cleanly(tmp_path, signum, status):
+    # 100 steps an epoch and no timed checkpoint (every 10 minutes): the only
+    # checkpoint a signal mid-epoch can leave is the one it saves itself.
     run = tmp_path / "run"
-    p = _cli(*TRAIN_ARGS, "--run-dir", str(run), "--epochs", "50")
-    wait_for_checkpoint(run, p, minimum_step=12)
-    p.send_signal(signal.SIGTERM)
-    out = p.communicate(timeout=120)[0]
-    assert p.returncode == 143, out
-    assert "--resume" in out
+    p = _cli("train", "--dataset", "synthetic", "--limit-train", "800", "--limit-test", "16", "--epochs", "1",
+             "--batch-size", "8", "--quiet", *TINY_ARGS, "--run-dir", str(run))
+    lines = []
+    for line in p.stdout:  # the estimate comes after the 4th step: the loop is running
+        lines.append(line)
+        if line.startswith("estimate:"):
+            break
+    assert RunDir(run).list_checkpoints() == [], lines
+    p.send_signal(signum)
+    out = "".join(lines) + p.communicate(timeout=120)[0]
+    assert p.returncode == status, out
+    assert f"continue with `vggcifar train --resume --run-dir {run}`" in out
     assert not (run / "lock").exists()
-    state = fsutil.read_json(RunDir(run).list_checkpoints()[-1] / "state.json")
-    assert state["global_step"] >= 12
+    (checkpoint,) = RunDir(run).list_checkpoints()
+    state = fsutil.read_json(checkpoint / "state.json")
+    assert state["epoch"] == 0 and 4 <= state["step_in_epoch"] < 100 and state["global_step"] == state["step_in_epoch"]
 
 
 def test_cli_errors(tmp_path, capsys):
