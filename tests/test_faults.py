@@ -393,7 +393,11 @@ def test_stale_temps_are_removed_at_every_depth(tmp_path):
 # --------------------------------------------------------------------------- #
 # 3. non-finite weights behind a finite loss
 # --------------------------------------------------------------------------- #
-def test_nonfinite_weights_stop_the_run_and_are_never_saved(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("poisoned_step,every", [
+    (4, []),  # the last step of epoch 2: caught before the epoch's files and checkpoint
+    (3, ["--checkpoint-minutes", "0.00001"]),  # mid-epoch 2, with a checkpoint due after every step
+], ids=["epoch-end", "mid-epoch-checkpoint"])
+def test_nonfinite_weights_stop_the_run_and_are_never_saved(tmp_path, monkeypatch, capsys, poisoned_step, every):
     run = tmp_path / "run"
     real = keras.Model.train_on_batch
     calls = {"n": 0}
@@ -401,7 +405,7 @@ def test_nonfinite_weights_stop_the_run_and_are_never_saved(tmp_path, monkeypatc
     def poisoned(self, *args, **kwargs):
         logs = real(self, *args, **kwargs)  # the loss of the weights before this step: finite
         calls["n"] += 1
-        if calls["n"] == 4:  # the last step of epoch 2 leaves NaN in a kernel
+        if calls["n"] == poisoned_step:  # this step leaves NaN in a kernel
             w = self.trainable_variables[-2]
             w.assign(np.full(w.shape, np.nan, np.float32))
         return logs
@@ -409,10 +413,11 @@ def test_nonfinite_weights_stop_the_run_and_are_never_saved(tmp_path, monkeypatc
     monkeypatch.setattr(keras.Model, "train_on_batch", poisoned)
     status = main(["experiment", "--dataset", "synthetic", "--limit-train", "64", "--limit-test", "32",
                    "--epochs", "3", "--milestones", "1,2,3", "--batch-size", "32", "--lr", "0.05", "--quiet",
-                   *TINY_ARGS, "--run-dir", str(run)])
+                   *every, *TINY_ARGS, "--run-dir", str(run)])
     err = capsys.readouterr().err
-    assert status == 3 and calls["n"] == 4
+    assert status == 3 and calls["n"] == poisoned_step
     assert "weights became non-finite" in err and "last good checkpoint is kept" in err
+    assert f"in epoch 2 by global step {poisoned_step}" in err
     # Epoch 1's milestone is the result; epoch 2's NaN model was never written.
     assert not (run / "epochs-002").exists()
     models = list(run.rglob("*.keras"))

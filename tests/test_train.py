@@ -193,7 +193,8 @@ def test_evaluate_reproduces_metrics(tmp_path, capsys):
     assert "has 10 outputs but the dataset has 100 classes" in err and err.count("\n") == 1
 
 
-def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, data, monkeypatch):
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, data, monkeypatch, bad):
     from vggcifar import train as T
 
     run = tmp_path / "run"
@@ -206,14 +207,14 @@ def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, data, monkeypatch):
     def poisoned(self, *a, **k):
         logs = real(self, *a, **k)
         calls["n"] += 1
-        return {**logs, "loss": float("nan")} if calls["n"] == 2 else logs
+        return {**logs, "loss": bad} if calls["n"] == 2 else logs
 
     monkeypatch.setattr(T.keras.Model, "train_on_batch", poisoned)
     with pytest.raises(T.Diverged) as stop:
         train_run(tiny_config(epochs=2), data, run, resume=True, **quiet)
-    assert "nan" in stop.value.reason
+    assert f"the training loss became {bad}" in stop.value.reason
     saved = fsutil.read_json(run / "metrics.json")
-    assert saved["status"] == "failed" and "nan" in saved["reason"]
+    assert saved["status"] == "failed" and str(bad) in saved["reason"]
     assert saved["epoch"] == 1  # the result on disk is still the last good one
     for x, y in zip(good, final_variables(run)):
         np.testing.assert_array_equal(x, y)
