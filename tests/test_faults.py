@@ -600,7 +600,7 @@ def test_broken_download_leaves_nothing(tmp_path, mode, message):
     assert not target.exists() and list(target.parent.iterdir()) == []
 
 
-def test_hostile_archive_writes_nothing_anywhere(tmp_path):
+def test_hostile_archive_writes_nothing_anywhere(tmp_path, monkeypatch):
     arrays = fixtures.random_arrays(10, 4, seed=1)
     members = fixtures.python_members(*arrays)
     outside = tmp_path / "outside"
@@ -623,6 +623,9 @@ def test_hostile_archive_writes_nothing_anywhere(tmp_path):
         add("cifar-10-batches-py/../../../outside/dotdot")
         for name, blob in members.items():
             add(name, blob)
+    # An extraction writes relative to the working directory: make that a
+    # folder the snapshot watches, so a relative write would be seen too.
+    monkeypatch.chdir(work)
     before = snapshot(tmp_path)
     with pytest.raises(DataError, match="outside the archive|link"):
         load_cifar(path)
