@@ -656,7 +656,7 @@ def test_model_file_with_code_is_refused_and_never_runs(tmp_path):
 @pytest.mark.parametrize("dominant,collapsed", [(18, True), (17, False)])
 def test_collapse_is_detected_at_ninety_percent(dominant, collapsed):
     from vggcifar.metrics import summarize
-    from vggcifar.report import collapse_message
+    from vggcifar.report import collapse_message, milestone_section
 
     names = [f"c{i}" for i in range(10)]
     pred = np.array([3] * dominant + list(range(20 - dominant)))  # 20 images, `dominant` of them called c3
@@ -665,5 +665,10 @@ def test_collapse_is_detected_at_ninety_percent(dominant, collapsed):
     if collapsed:
         assert metrics["collapse"] == {"class": 3, "share": dominant / 20, "class_name": "c3"}
         assert "'c3', for 90.0% of the test images" in collapse_message(metrics)
+        # The report says so where the result is, with the likely causes.
+        section = milestone_section({**metrics, "epoch": 1, "train_seconds": 1.0}, "p.png")
+        assert "> **Collapsed.** The model predicts one class, 'c3'" in section
+        assert "Likely causes: the initialisation" in section and "`spec-he` and `vgg16-bn` recipes" in section
     else:
         assert metrics["collapse"] is None and collapse_message(metrics) is None
+        assert "Collapsed" not in milestone_section({**metrics, "epoch": 1, "train_seconds": 1.0}, "p.png")

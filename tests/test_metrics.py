@@ -89,3 +89,43 @@ def test_summarize_is_what_metrics_json_holds():
     assert out["per_class"] == metrics.per_class(np.array(out["confusion_matrix"]))
     one = metrics.summarize(np.eye(3)[[1] * 10], [0] * 10, names)
     assert one["collapse"] == {"class": 1, "share": 1.0, "class_name": "b"} and one["test_accuracy"] == 0.0
+
+
+def test_every_view_of_the_confusion_matrix_is_metrics_jsons_matrix(tmp_path):
+    # An asymmetric matrix: a transposed table or picture would differ.
+    import csv
+
+    from vggcifar.evaluate import write_results
+    from vggcifar.plots import confusion_figure
+    from vggcifar.report import milestone_section
+    from vggcifar.rundir import ResultDir
+
+    names = ["ant", "bee", "cat"]
+    y_true = [0, 0, 0, 1, 2, 2, 2, 2]
+    y_pred = [1, 1, 0, 1, 2, 0, 0, 2]
+    probs = np.eye(3)[y_pred] * 0.8 + 0.2 / 3
+    m = {"epoch": 4, **metrics.summarize(probs, y_true, names), "train_seconds": 1.0}
+    cm = np.array(m["confusion_matrix"])
+    np.testing.assert_array_equal(cm, [[1, 2, 0], [0, 1, 0], [2, 0, 2]])  # rows: true; columns: predicted
+
+    folder = ResultDir(tmp_path / "eval")
+    write_results(folder, m, synthetic=False)
+    with open(folder.confusion_csv, newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["true\\predicted", *names]
+    assert [row[0] for row in table[1:]] == names
+    np.testing.assert_array_equal([[int(v) for v in row[1:]] for row in table[1:]], cm)
+    assert folder.confusion_png.stat().st_size > 0
+
+    fig = confusion_figure(cm, names, title="t")
+    ax = fig.axes[0]
+    np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), cm / cm.sum(1, keepdims=True))
+    cells = {(int(round(t.get_position()[1])), int(round(t.get_position()[0]))): int(t.get_text()) for t in ax.texts}
+    assert cells == {(i, j): int(cm[i, j]) for i in range(3) for j in range(3)}
+    assert ax.get_ylabel() == "true class" and ax.get_xlabel() == "predicted class"
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+
+    section = milestone_section(m, "p.png")
+    rows = [line for line in section.splitlines() if line.startswith("| **")]
+    assert [r.split("|")[1].strip() for r in rows] == [f"**{n}**" for n in names]
+    np.testing.assert_array_equal([[int(v) for v in r.strip("|").split("|")[1:]] for r in rows], cm)
