@@ -109,22 +109,39 @@ def test_one_run_milestones_equal_separate_shorter_run(tmp_path, data):
         np.testing.assert_array_equal(x, y)
 
 
-def test_resume_mid_epoch_is_bit_identical(tmp_path, data):
-    full, parts = tmp_path / "full", tmp_path / "parts"
-    quiet = dict(verbose=0, log=lambda *_: None)
-    train_run(tiny_config(), data, full, **quiet)
+@pytest.mark.parametrize("recipe", ["spec", "spec-he", "vgg16-bn"])
+def test_resume_mid_epoch_is_bit_identical(tmp_path, recipe):
+    # Stopped mid-epoch 1 and mid-epoch 2: what crosses each resume is
+    # spec's plain SGD and inverse-time decay; spec-he's momentum slots,
+    # cosine schedule, dropout and the crop/flip augmentation's random state;
+    # vgg16-bn's batch-norm statistics too.
     from vggcifar.train import TrainingStopped
 
+    # 3 steps of 32 an epoch: spec's 96 images; spec-he holds 9 out (32, 32,
+    # then a short batch of 23, the first step after the first resume);
+    # vgg16-bn holds 10 of 106 out. Its batch norm differs from an
+    # uninterrupted run by ~1e-6 when the first step after a resume is a
+    # short batch (docs/guarantees.md): that case is left out here.
+    data = load_synthetic(train=106 if recipe == "vgg16-bn" else 96, test=32, seed=3)
+    config = make_config(recipe, **TINY, epochs=2, batch_size=32, lr=0.05, precision="float32")
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    quiet = dict(verbose=0, log=lambda *_: None)
+    train_run(config, data, full, **quiet)
     with pytest.raises(TrainingStopped):
-        train_run(tiny_config(), data, parts, max_steps=3, **quiet)  # stops mid-epoch 1
+        train_run(config, data, parts, max_steps=2, **quiet)  # stops mid-epoch 1
+    state = fsutil.read_json(RunDir(parts).list_checkpoints()[-1] / "state.json")
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 2)
     with pytest.raises(TrainingStopped):
-        train_run(tiny_config(), data, parts, resume=True, max_steps=4, **quiet)  # into epoch 2
-    train_run(tiny_config(), data, parts, resume=True, **quiet)
-    for x, y in zip(final_variables(full), final_variables(parts)):
+        train_run(config, data, parts, resume=True, max_steps=3, **quiet)  # into epoch 2
+    state = fsutil.read_json(RunDir(parts).list_checkpoints()[-1] / "state.json")
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 2)
+    train_run(config, data, parts, resume=True, **quiet)
+    for x, y in zip(final_variables(full), final_variables(parts), strict=True):
         np.testing.assert_array_equal(x, y)
     assert fsutil.read_json(full / "metrics.json")["test_loss"] == fsutil.read_json(parts / "metrics.json")["test_loss"]
     h_full, h_parts = RunDir(full).read_history(), RunDir(parts).read_history()
-    assert [h["loss"] for h in h_full] == [h["loss"] for h in h_parts]
+    for key in ("loss", "accuracy", "val_loss", "lr", "train_inference_accuracy"):
+        assert [h[key] for h in h_full] == [h[key] for h in h_parts], key
 
 
 def test_corrupt_newest_checkpoint_falls_back(tmp_path, data):
