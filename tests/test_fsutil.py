@@ -101,3 +101,81 @@ def test_disk_full_is_told_by_its_errno():
     assert fsutil.is_disk_full(OSError(errno.ENOSPC, "full"))
     assert not fsutil.is_disk_full(OSError(errno.EIO, "io"))
     assert not fsutil.is_disk_full(ValueError("x"))
+
+
+def test_the_lock_file_gets_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with fsutil.RunLock(tmp_path):
+            assert (tmp_path / "lock").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+    lock = fsutil.RunLock(tmp_path)
+    assert not lock.held
+    lock.release()  # never taken: nothing to do
+
+
+def test_a_lock_file_removed_between_open_and_flock_is_not_held(tmp_path, monkeypatch):
+    # The holder released (and removed) the file after we opened it: locking
+    # that file would hold nothing at the path, so the taker starts again.
+    import fcntl
+
+    real, calls = fcntl.flock, []
+
+    def flock(fd, op):
+        calls.append(op)
+        if len(calls) == 1:
+            os.unlink(tmp_path / "lock")
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    lock = fsutil.RunLock(tmp_path)
+    lock.acquire()
+    assert len(calls) == 2 and lock.held
+    assert os.path.samestat(os.fstat(lock._fd), os.stat(tmp_path / "lock"))
+    lock.release()
+
+
+def test_a_refused_taker_waits_a_moment_for_the_holders_pid(tmp_path):
+    import fcntl
+    import threading
+
+    fd = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        threading.Timer(0.2, lambda: os.write(fd, b"4242\n")).start()
+        with pytest.raises(fsutil.LockError, match="is in use by process 4242 "):
+            fsutil.RunLock(tmp_path).acquire()
+    finally:
+        os.close(fd)
+
+
+def test_release_after_the_file_was_removed(tmp_path):
+    lock = fsutil.RunLock(tmp_path)
+    lock.acquire()
+    (tmp_path / "lock").unlink()
+    lock.release()
+    assert not lock.held
+
+
+def test_errors_naming_the_temp_file_are_named_by_the_target(tmp_path):
+    import errno
+
+    target = tmp_path / "m.bin"
+    with pytest.raises(OSError) as err:
+        with fsutil.atomic_path(target) as tmp:
+            raise OSError(errno.EIO, "input/output error", str(tmp))
+    assert err.value.filename == str(target) and err.value.strerror == "input/output error while writing"
+    with pytest.raises(OSError) as err:
+        with fsutil.atomic_path(target):
+            raise OSError(errno.ENOSPC, None)
+    assert err.value.strerror == f"{os.strerror(errno.ENOSPC)} while writing"
+
+
+def test_stale_temps_in_removed_temp_folders_do_not_stop_the_sweep(tmp_path):
+    for p in (tmp_path / ".a.tmp" / ".inner.tmp", tmp_path / "x" / "y" / ".deep.tmp", tmp_path / "keep"):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    fsutil.remove_stale_temps(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["keep", "x", "x/y"]
+    fsutil.remove_stale_temps(tmp_path / "nothing")  # no folder: nothing to do

@@ -129,3 +129,26 @@ def test_every_view_of_the_confusion_matrix_is_metrics_jsons_matrix(tmp_path):
     rows = [line for line in section.splitlines() if line.startswith("| **")]
     assert [r.split("|")[1].strip() for r in rows] == [f"**{n}**" for n in names]
     np.testing.assert_array_equal([[int(v) for v in r.strip("|").split("|")[1:]] for r in rows], cm)
+
+
+def test_labels_as_uint8_do_not_overflow():
+    # CIFAR-100's labels fit a byte; true * classes + predicted does not.
+    y = np.array([99, 0, 57], np.uint8)
+    pred = np.array([0, 99, 57], np.uint8)
+    cm = metrics.confusion_matrix(y, pred, 100)
+    assert cm[99, 0] == 1 and cm[0, 99] == 1 and cm[57, 57] == 1 and cm.sum() == 3
+
+
+def test_cross_entropy_computes_in_float64_whatever_it_is_given():
+    probs = np.array([[0.3, 0.7], [0.999, 0.001], [1.0, 0.0]], np.float16)
+    expected = -np.mean(np.log(np.clip(probs.astype(np.float64)[[0, 1, 2], [1, 0, 1]], 1e-7, 1 - 1e-7)))
+    assert metrics.cross_entropy(probs, [1.0, 0.0, 1.0]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_counts_are_integers_and_small_cases():
+    got = metrics.per_class(np.array([[1, 0], [0, 0]]))  # one image, one prediction
+    assert got["precision"] == [1.0, 0.0] and got["recall"] == [1.0, 0.0] and got["f1"] == [1.0, 0.0]
+    assert all(type(v) is int for v in got["support"])
+    assert metrics.collapse([2], 3) == {"class": 2, "share": 1.0}
+    # A lead of exactly 0.2 over chance (5 classes: 0.4 - 0.2) is enough to compare.
+    assert metrics.mode_mismatch(0.4, 0.2, 5) is True
