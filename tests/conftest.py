@@ -63,3 +63,15 @@ def hold_lock(folder):
         holder.kill()
         raise AssertionError(f"the lock holder did not take the lock: {line!r}")
     return holder
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def spec_network():
+    """The spec's VGG-16 at full size (33.6 M weights, about a second to
+    build), built once for the tests that only read it."""
+    from vggcifar.model import build_vgg
+
+    return build_vgg()
