@@ -214,21 +214,30 @@ def test_kill_9_then_resume_gives_identical_results(tmp_path, uninterrupted, cap
 ENOSPC_DATA = dict(limit_train=64, limit_test=32)  # 2 steps an epoch at batch 32
 
 
-def _enospc_config():
-    return make_config("spec", width=0.0625, dense_units=16, epochs=2, batch_size=32, lr=0.05, **ENOSPC_DATA)
+def _enospc_config(recipe: str):
+    return make_config(recipe, width=0.0625, dense_units=16, epochs=2, batch_size=32, lr=0.05, **ENOSPC_DATA)
 
 
 @pytest.fixture(scope="module")
 def half_done(tmp_path_factory):
-    """(a run stopped after epoch 1 of 2, the same run uninterrupted); the
-    CLI's --resume reads the same synthetic set from run.json and config.json."""
-    root = tmp_path_factory.mktemp("enospc")
-    data = load_dataset(None, "synthetic", **ENOSPC_DATA)
-    with pytest.raises(TrainingStopped):
-        train_run(_enospc_config(), data, root / "half", milestones=[1, 2], data_args={"dataset": "synthetic"},
-                  max_steps=2, **QUIET)
-    train_run(_enospc_config(), data, root / "full", milestones=[1, 2], data_args={"dataset": "synthetic"}, **QUIET)
-    return root / "half", root / "full"
+    """recipe -> (a run stopped after epoch 1 of 2, the same run uninterrupted),
+    made once; the CLI's --resume reads the same synthetic set from run.json
+    and config.json."""
+    made = {}
+
+    def get(recipe: str = "spec"):
+        if recipe not in made:
+            root = tmp_path_factory.mktemp(f"enospc-{recipe}")
+            data = load_dataset(None, "synthetic", **ENOSPC_DATA)
+            with pytest.raises(TrainingStopped):
+                train_run(_enospc_config(recipe), data, root / "half", milestones=[1, 2],
+                          data_args={"dataset": "synthetic"}, max_steps=2, **QUIET)
+            train_run(_enospc_config(recipe), data, root / "full", milestones=[1, 2],
+                      data_args={"dataset": "synthetic"}, **QUIET)
+            made[recipe] = root / "half", root / "full"
+        return made[recipe]
+
+    return get
 
 
 def _is_temp_of(path, target: Path) -> bool:
@@ -242,9 +251,9 @@ def _no_space():
 
 def inject_disk_full(monkeypatch, target: Path) -> None:
     """Whichever writer writes ``target`` (np.savez for checkpoints,
-    Path.write_bytes for JSON and CSV, Figure.savefig for pictures,
-    shutil.copyfile when a milestone is published) writes half of its bytes,
-    then finds the disk full."""
+    Path.write_bytes for JSON and CSV, Figure.savefig for pictures, Keras'
+    Model.save for a milestone's model, shutil.copyfile when a milestone is
+    published) writes half of its bytes, then finds the disk full."""
     import matplotlib.figure
 
     def cut_in_half(path):
@@ -253,6 +262,7 @@ def inject_disk_full(monkeypatch, target: Path) -> None:
 
     real_savez, real_write_bytes = np.savez, Path.write_bytes
     real_savefig, real_copyfile = matplotlib.figure.Figure.savefig, shutil.copyfile
+    real_save = keras.Model.save
 
     def savez(file, *args, **kwargs):
         if _is_temp_of(Path(file.name).parent, target):
@@ -281,22 +291,32 @@ def inject_disk_full(monkeypatch, target: Path) -> None:
             raise _no_space()
         return out
 
+    def save(self, filepath, *args, **kwargs):
+        real_save(self, filepath, *args, **kwargs)
+        if _is_temp_of(filepath, target):
+            cut_in_half(filepath)
+            raise _no_space()
+
     monkeypatch.setattr(np, "savez", savez)
     monkeypatch.setattr(Path, "write_bytes", write_bytes)
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
     monkeypatch.setattr(shutil, "copyfile", copyfile)
+    monkeypatch.setattr(keras.Model, "save", save)
 
 
-@pytest.mark.parametrize("target,kept", [
-    ("checkpoints/ckpt-000000004", "checkpoints/ckpt-000000002/variables.npz"),  # a checkpoint
-    ("history.csv", "history.csv"),  # per-epoch metrics
-    ("metrics.json", "metrics.json"),  # the published result
-    ("curves.png", "curves.png"),  # a plot
-    ("model.keras", "model.keras"),  # the published model
+# Each kind of write, each under one of the recipes (what a checkpoint holds
+# differs: momentum slots, batch-norm statistics, augmentation seeds).
+@pytest.mark.parametrize("target,kept,recipe", [
+    ("checkpoints/ckpt-000000004", "checkpoints/ckpt-000000002/variables.npz", "vgg16-bn"),  # a checkpoint
+    ("history.csv", "history.csv", "spec"),  # per-epoch metrics
+    ("metrics.json", "metrics.json", "spec-he"),  # the published result
+    ("curves.png", "curves.png", "spec"),  # a plot
+    ("epochs-002/model.keras", "model.keras", "spec-he"),  # a milestone's model, by Keras' own save
+    ("model.keras", "model.keras", "vgg16-bn"),  # the published model
 ])
 def test_disk_full_keeps_the_previous_file_and_says_where(tmp_path, half_done, monkeypatch, capsys,
-                                                          target, kept):
-    half, full = half_done
+                                                          target, kept, recipe):
+    half, full = half_done(recipe)
     run = tmp_path / "run"
     shutil.copytree(half, run)
     before = snapshot(run)
@@ -340,7 +360,7 @@ def _break_state(ckpt: Path) -> None:
     (_truncate_npz, _break_state),
 ], ids=["truncated-npz", "bad-state-json", "one-of-each"])
 def test_resume_with_every_checkpoint_damaged_refuses_and_changes_nothing(tmp_path, half_done, capsys, damage):
-    _, full = half_done
+    _, full = half_done()
     run = tmp_path / "run"
     shutil.copytree(full, run)
     (run / "lock").unlink(missing_ok=True)
@@ -360,6 +380,38 @@ def test_resume_with_every_checkpoint_damaged_refuses_and_changes_nothing(tmp_pa
     assert "start over on purpose" in lines[0] and "without --resume" in lines[0], lines[0]
     assert snapshot(run) == before  # nothing trained, nothing rewritten, nothing removed
     assert not (run / "lock").exists()
+
+
+def test_every_file_of_a_run_arrives_by_rename_after_an_fsync(tmp_path, monkeypatch):
+    # Watch a real run: each rename's source (a file, or every file of a
+    # folder) must have been fsynced first, and every file the run leaves
+    # must have arrived by such a rename: none is written in place.
+    fsynced, arrived = set(), set()
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        fsynced.add(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def replace(src, dst, *args, **kwargs):
+        src, dst = os.path.realpath(src), os.path.realpath(dst)
+        files = [str(p) for p in Path(src).rglob("*") if p.is_file()] if os.path.isdir(src) else [src]
+        unsynced = [f for f in files if f not in fsynced]
+        assert not unsynced or Path(src).name.endswith(".old.tmp"), f"renamed before an fsync: {unsynced}"
+        arrived.update(dst + f[len(src):] for f in files)
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    run = tmp_path / "run"
+    data = load_dataset(None, "synthetic", **ENOSPC_DATA)
+    train_run(_enospc_config("spec"), data, run, milestones=[1, 2], **QUIET)
+    monkeypatch.undo()
+    files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert {"config.json", "run.json", "environment.json", "history.csv", "report.md", "curves.png",
+            "model.keras", "metrics.json", "epochs-002/model.keras", "epochs-001/confusion_matrix.png",
+            "checkpoints/ckpt-000000004/variables.npz"} <= set(files)
+    assert [f for f in files if os.path.realpath(run / f) not in arrived] == []
 
 
 @pytest.mark.parametrize("when", ["write", "fsync"])
@@ -462,7 +514,7 @@ def test_nonfinite_weights_stop_the_run_and_are_never_saved(tmp_path, monkeypatc
 # 4. two processes on one run folder
 # --------------------------------------------------------------------------- #
 def test_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, half_done, capsys):
-    half, full = half_done
+    half, full = half_done()
     run = tmp_path / "run"
     shutil.copytree(half, run)
     holder = hold_lock(run)
