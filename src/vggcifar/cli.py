@@ -273,11 +273,7 @@ def _plan(args: argparse.Namespace, milestones: list[int] | None = None):
     if args.resume:
         if not args.run_dir:
             raise UsageError("--resume needs --run-dir: the run folder to continue")
-        plan = experiment.resume_plan(args.run_dir, devices=args.devices)
-        if separate and not plan.separate_runs:
-            raise UsageError(f"{args.run_dir} is one run with milestones, not separate runs; --resume continues "
-                             "a run as it began: drop --separate-runs")
-        return plan
+        return experiment.resume_plan(args.run_dir, devices=args.devices, separate_runs=separate)
     config = _train_config(args)
     run_dir = args.run_dir or experiment.default_run_dir(config.recipe)
     return experiment.new_plan(config, run_dir, milestones, data_record(args), separate_runs=separate)

@@ -70,11 +70,16 @@ def new_plan(config: TrainConfig, run_dir, milestones: list[int] | None, data: d
                 separate_runs=separate_runs)
 
 
-def resume_plan(run_dir, *, devices: int | str | None = None) -> Plan:
+def resume_plan(run_dir, *, devices: int | str | None = None, separate_runs: bool = False) -> Plan:
     """Continue the run in ``run_dir`` as its files describe it; ``devices``
-    replaces the recorded value (the machine may differ; the recipe does not)."""
+    replaces the recorded value (the machine may differ; the recipe does not).
+    ``separate_runs``: the caller asked for separate runs, which only a folder
+    of separate runs can continue."""
     run = RunDir(run_dir)
     config, saved = run.resume_arguments()
+    if separate_runs and not saved.get("separate_runs"):
+        raise ValueError(f"{run.path} is one run with milestones, not separate runs; --resume continues a run "
+                         "as it began: drop --separate-runs")
     if devices is not None:
         config = dataclasses.replace(config, devices=devices)
     return Plan(config, run, check_milestones(config, saved.get("milestones") or [config.epochs]),
