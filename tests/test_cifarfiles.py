@@ -293,3 +293,80 @@ def test_a_persistent_id_is_refused():
     with pytest.raises(safepickle.UnsafePickleError, match=r"^refused global os\.system: only numpy array"):
         safepickle.loads(b"cos\nsystem\n.")
     assert isinstance(safepickle.loads(io.BytesIO(pickle.dumps([1], protocol=2)).getvalue()), list)
+
+
+# ------------------------------------------------------------ more refusals and layouts
+def test_two_missing_members_and_coarse_training_labels(tmp_path, arrays):
+    members = fixtures.python_members(*arrays)
+    del members[f"{PY}/data_batch_1"], members[f"{PY}/test_batch"]
+    path = archive_with(tmp_path, members)
+    assert refusal(path) == f"{path}: missing {PY}/data_batch_1 and 1 more; the data is incomplete, {FIX}"
+    members, _ = cifar100(coarse_train=np.full(10, 25))
+    path = archive_with(tmp_path, members, "c.tar.gz")
+    assert refusal(path).startswith(f"{path}:{C100}/train: coarse label 25 outside the 20 classes 0..19")
+
+
+def test_cifar100_meta_without_coarse_names_and_with_str_or_broken_names(tmp_path):
+    members, (x, y, xt, yt) = cifar100()
+    fine = [f"f{i}" for i in range(100)]
+    members[f"{C100}/meta"] = pickle.dumps({"fine_label_names": fine}, protocol=2)  # str names, no coarse ones
+    d = load_cifar(archive_with(tmp_path, members))
+    assert d.class_names == fine and d.extra["coarse_class_names"] is None
+    np.testing.assert_array_equal(d.extra["y_train_coarse"], y // 5)
+    members[f"{C100}/meta"] = fixtures.dumps_py2({b"fine_label_names": [b"caf\xe9"] * 100})  # not UTF-8
+    assert load_cifar(archive_with(tmp_path, members, "b.tar.gz")).class_names[0] == "caf\ufffd"
+    members[f"{C100}/meta"] = b"not a pickle"
+    path = archive_with(tmp_path, members, "c.tar.gz")
+    assert refusal(path).startswith(f"{path}:{C100}/meta: not a readable CIFAR pickle")
+
+
+def test_an_archive_of_two_datasets_and_a_member_of_exactly_the_largest_size(tmp_path, arrays):
+    members = fixtures.python_members(*arrays) | cifar100()[0]
+    path = archive_with(tmp_path, members)
+    first, second = sorted({name.split("/")[0] for name in members})
+    assert refusal(path).startswith(f"{path}: holds both ")
+    assert f"{first}/" in refusal(path) and f"{second}/" in refusal(path) and "pass one dataset's archive" in refusal(path)
+    edge = tarfile.TarInfo(f"{PY}/data_batch_1")
+    edge.size = cifarfiles._MAX_MEMBER  # the largest allowed: read, and found truncated
+    (tmp_path / "edge.tar").write_bytes(edge.tobuf())
+    assert refusal(tmp_path / "edge.tar").startswith(f"{tmp_path / 'edge.tar'}: truncated or damaged archive")
+
+
+def test_a_folder_with_some_batches_or_a_fifo(tmp_path, arrays):
+    import os
+
+    folder = fixtures.write_archive(tmp_path / "f", *arrays, extracted=True) / PY
+    (folder / "test_batch").unlink()
+    assert refusal(folder) == f"{folder}: missing test_batch; the data is incomplete, {FIX}"
+    (folder / "test_batch").write_bytes(fixtures.python_members(*arrays)[f"{PY}/test_batch"])
+    (folder / "data_batch_3").unlink()
+    os.mkfifo(folder / "data_batch_3")  # reading it would wait forever
+    assert refusal(folder) == (f"{folder / 'data_batch_3'}: not a regular file (links are never followed); "
+                               "copy the real file there")
+
+
+def test_read_files_checks_its_arguments_and_picks_the_named_dataset(tmp_path, arrays):
+    both = tmp_path / "both"
+    fixtures.write_archive(both / "cifar-10-python.tar.gz", *arrays)
+    members, (x, y, xt, yt) = cifar100()
+    fixtures.write_tar(both / "cifar-100-python.tar.gz", members)
+    assert cifarfiles.read_files(both)["name"] == "cifar10"
+    d = cifarfiles.read_files(both, dataset="cifar100")
+    assert d["name"] == "cifar100" and d["source"] == str(both / "cifar-100-python.tar.gz")
+    with pytest.raises(ValueError, match=r"^Expected `dataset` to be 'cifar10' or 'cifar100'\. Received: "
+                                         r"dataset='svhn'$"):
+        cifarfiles.read_files(both, dataset="svhn")
+    folder = fixtures.write_archive(tmp_path / "f", *arrays, extracted=True) / PY
+    with pytest.raises(DataError) as err:
+        cifarfiles.read_files(folder, sha256="ab" * 32)
+    assert str(err.value) == f"{folder}: is a folder, so its sha256 cannot be checked; pass the archive instead"
+
+
+def test_an_empty_folder_named_like_the_data_is_not_the_data(tmp_path):
+    (tmp_path / "datasets" / "cifar-10-batches-py").mkdir(parents=True)
+    assert cifarfiles.find_cached("cifar10", tmp_path) is None
+
+
+def test_a_line_that_is_only_a_newline():
+    r = safepickle._Reader(b"\nab")
+    assert r.readline() == b"\n" and r.readline() == b"ab"

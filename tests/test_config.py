@@ -1,6 +1,7 @@
 """The typed config: the spec's values pinned to the spec's literal text,
 every check's message, and each value read back from what Keras built."""
 
+import json
 import math
 
 import numpy as np
@@ -90,6 +91,7 @@ def test_val_split_and_validation_on_the_test_set():
     he = make_config("spec-he")
     assert he.val_split is None and he.validate_on_test is False
     assert effective_val_split(he, 50000) == DEFAULT_VAL_SPLIT == 5000
+    assert effective_val_split(he, 80000) == 5000  # never more than 5,000
     assert effective_val_split(he, 20000) == 2000  # a tenth of a smaller set
     assert effective_val_split(he, 130) == 2  # never fewer than a batch (128) left to train on
     assert effective_val_split(he, 100) == 0
@@ -105,7 +107,10 @@ def test_config_json_round_trip_and_damage():
     c = make_config("vgg16-bn", width=0.25, augment=["crop"])
     assert config_from_dict(c.to_dict(), "x") == c
     assert c.to_dict()["augment"] == ["crop"]
-    assert '"recipe": "vgg16-bn"' in c.to_json() and c.to_json().endswith("}\n")
+    text = c.to_json()
+    assert json.loads(text) == c.to_dict() and text.endswith("}\n")
+    keys = [line.split('"')[1] for line in text.splitlines() if line.startswith('  "')]
+    assert keys == sorted(c.to_dict()) and '\n  "recipe": "vgg16-bn",\n' in text  # sorted, two spaces a level
     assert config_from_dict({"lr": 0.5}, "x") == make_config("spec", lr=0.5)
     with pytest.raises(ValueError, match="^run/config.json does not hold a config; delete the run folder"):
         config_from_dict([1, 2], "run/config.json")

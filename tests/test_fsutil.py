@@ -179,3 +179,18 @@ def test_stale_temps_in_removed_temp_folders_do_not_stop_the_sweep(tmp_path):
     fsutil.remove_stale_temps(tmp_path)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["keep", "x", "x/y"]
     fsutil.remove_stale_temps(tmp_path / "nothing")  # no folder: nothing to do
+
+
+@pytest.mark.parametrize("failing", ["flock", "ftruncate"])
+def test_a_lock_that_cannot_be_taken_or_written_raises_the_os_error(tmp_path, monkeypatch, failing):
+    import errno
+    import fcntl
+
+    def fail(*args):
+        raise OSError(errno.ENOLCK, "no locks available")
+
+    monkeypatch.setattr(fcntl if failing == "flock" else os, failing, fail)
+    lock = fsutil.RunLock(tmp_path)
+    with pytest.raises(OSError) as err:
+        lock.acquire()
+    assert err.value.errno == errno.ENOLCK and not isinstance(err.value, fsutil.LockError) and not lock.held
