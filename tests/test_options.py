@@ -126,11 +126,11 @@ def test_cutout_erases_one_eight_by_eight_square_in_training_only():
 
 
 def test_the_report_says_when_a_run_used_a_subset():
-    from vggcifar.data import load_dataset
+    from vggcifar.data import load_synthetic
     from vggcifar.report import render
 
-    whole = load_dataset(None, "synthetic", limit_train=None, limit_test=None)
-    part = load_dataset(None, "synthetic", limit_train=64, limit_test=16)
+    whole = load_synthetic(train=100, test=20)
+    part = whole.limit(train=64, test=16)
     assert part.describe()["subset"] == {"train": 64, "test": 16} and whole.describe()["subset"] is None
 
     def text(data):
