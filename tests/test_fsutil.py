@@ -137,14 +137,21 @@ def test_a_lock_file_removed_between_open_and_flock_is_not_held(tmp_path, monkey
 
 
 def test_a_refused_taker_waits_a_moment_for_the_holders_pid(tmp_path):
+    # The new holder has the lock but its file still names the dead process
+    # that left it; the holder's own pid follows 0.2 s later.
     import fcntl
+    import subprocess
+    import sys
     import threading
 
-    fd = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / "lock").write_text(f"{dead}\n")
+    fd = os.open(tmp_path / "lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        threading.Timer(0.2, lambda: os.write(fd, b"4242\n")).start()
-        with pytest.raises(fsutil.LockError, match="is in use by process 4242 "):
+        threading.Timer(0.2, lambda: os.pwrite(fd, f"{os.getpid()}\n".ljust(len(dead) + 1).encode(), 0)).start()
+        with pytest.raises(fsutil.LockError, match=f"is in use by process {os.getpid()} "):
             fsutil.RunLock(tmp_path).acquire()
     finally:
         os.close(fd)

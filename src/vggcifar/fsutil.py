@@ -132,6 +132,16 @@ class LockError(OSError):
     pass
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return pid > 0
+
+
 class RunLock:
     """One process per run folder: an exclusive ``flock`` on the file ``lock``,
     which also holds the holder's pid for the message that refuses a second one.
@@ -198,12 +208,14 @@ class RunLock:
             return
 
     def _holder(self, fd: int) -> int | None:
-        """The pid in the locked file; None when it is not written yet."""
+        """The pid in the locked file; None when it is not written yet. Until
+        the new holder writes its pid, the file may still name the process
+        that left it, dead: a pid is taken only once it names a live process."""
         deadline = time.monotonic() + self.PID_WAIT_SECONDS
         while True:
             try:
                 text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-                if text:
+                if text and _pid_alive(int(text)):
                     return int(text)
             except (OSError, ValueError):
                 return None
