@@ -304,15 +304,17 @@ def inject_disk_full(monkeypatch, target: Path) -> None:
     monkeypatch.setattr(keras.Model, "save", save)
 
 
-# Each kind of write, under spec or vgg16-bn (whose checkpoint holds what
-# spec-he's does, momentum slots, augmentation seeds and a cosine schedule's
-# step, and batch-norm statistics besides).
+# Each kind of write. The checkpoint, the one write whose content depends on
+# the recipe, under vgg16-bn too: its checkpoint holds what spec-he's does
+# (momentum slots, augmentation seeds, a cosine schedule's step) and
+# batch-norm statistics besides. (kill -9 under each recipe: above.)
 @pytest.mark.parametrize("target,kept,recipe", [
-    ("checkpoints/ckpt-000000004", "checkpoints/ckpt-000000002/variables.npz", "vgg16-bn"),  # a checkpoint
+    ("checkpoints/ckpt-000000004", "checkpoints/ckpt-000000002/variables.npz", "spec"),  # a checkpoint
+    ("checkpoints/ckpt-000000004", "checkpoints/ckpt-000000002/variables.npz", "vgg16-bn"),
     ("history.csv", "history.csv", "spec"),  # per-epoch metrics
-    ("metrics.json", "metrics.json", "vgg16-bn"),  # the published result
+    ("metrics.json", "metrics.json", "spec"),  # the published result
     ("curves.png", "curves.png", "spec"),  # a plot
-    ("epochs-002/model.keras", "model.keras", "vgg16-bn"),  # a milestone's model, by Keras' own save
+    ("epochs-002/model.keras", "model.keras", "spec"),  # a milestone's model, by Keras' own save
     ("model.keras", "model.keras", "spec"),  # the published model
 ])
 def test_disk_full_keeps_the_previous_file_and_says_where(tmp_path, half_done, monkeypatch, capsys,
