@@ -63,3 +63,38 @@ def after_each_call(monkeypatch, hook) -> dict:
 
     monkeypatch.setattr(T, "make_runner", make)
     return calls
+# A process that holds a run folder's lock (argv[1]) until it is killed; it
+# says "held" once it has it. It imports no keras: it starts in milliseconds.
+LOCK_HOLDER = """
+import sys, time
+from vggcifar.fsutil import RunLock
+lock = RunLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_lock(folder):
+    """A LOCK_HOLDER process on ``folder`` that holds the lock by now."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    line = holder.stdout.readline().strip()
+    if line != "held":
+        holder.kill()
+        raise AssertionError(f"the lock holder did not take the lock: {line!r}")
+    return holder
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def spec_network():
+    """The spec's VGG-16 at full size (33.6 M weights, about a second to
+    build), built once for the tests that only read it."""
+    from vggcifar.model import build_vgg
+
+    return build_vgg()

@@ -37,8 +37,8 @@ def test_flops_of_a_small_model_by_hand(padding, data_format):
     assert bench.flops(model) == 2 * (conv + dense)
 
 
-def test_flops_of_the_spec_network():
-    model = build_vgg()
+def test_flops_of_the_spec_network(spec_network):
+    model = spec_network
     # Independent count from the configuration table: 3x3 convs at 32, 16, 8, 4, 2 pixels.
     macs, side, channels = 0, 32, 3
     for item in CONFIGS["vgg16"]:

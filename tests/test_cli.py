@@ -1,6 +1,7 @@
 """The command line through main(argv): exit codes and one-line errors."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -63,6 +64,11 @@ def test_command_output_holds_no_backend_start_up_lines(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "vggcifar", "summary", "--model", "vgg11"],
                         env=env, capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stderr == "" and "WEIGHTS(N)" in ok.stdout
+    # The control: the same command unfiltered does write the backend's lines.
+    loud = subprocess.run([sys.executable, "-m", "vggcifar", "summary", "--model", "vgg11"],
+                          env={**env, "VGGCIFAR_BACKEND_LOG": "1"}, capture_output=True, text=True)
+    assert loud.returncode == 0 and loud.stdout == ok.stdout
+    assert re.search(r"^[IWE]\d{4} [\d:.]+ +\d+ \w+\.cc:\d+\]", loud.stderr, re.M), loud.stderr
     bad = subprocess.run([sys.executable, "-m", "vggcifar", "evaluate", str(tmp_path / "none.keras")],
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 2

@@ -56,6 +56,44 @@ def test_binary_archive(tmp_path, arrays):
     assert d.class_names == data.CIFAR10_CLASSES and d.extra["format"] == "binary"
 
 
+def _pixel_bytes(image) -> bytes:
+    """One picture as the binary format's description lays it out: 1,024 red
+    bytes, then 1,024 green, then 1,024 blue, each plane row by row."""
+    out = bytearray()
+    for channel in range(3):
+        for row in range(32):
+            for col in range(32):
+                out.append(int(image[row, col, channel]))
+    return bytes(out)
+
+
+def test_binary_format_against_its_description(tmp_path, arrays):
+    # Both directions, by a reader and a writer written here from the format's
+    # description (1 label byte + 3,072 pixel bytes per record), not from the
+    # project's fixture writer.
+    x, y, xt, yt = arrays
+    path = tmp_path / "cifar-10-binary.tar.gz"
+    batches = np.array_split(np.arange(len(x)), 5)
+    with tarfile.open(path, "w:gz") as tar:
+        def add(name, blob):
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+
+        for i, idx in enumerate(batches, 1):
+            add(f"data_batch_{i}.bin", b"".join(bytes([int(y[j])]) + _pixel_bytes(x[j]) for j in idx))
+        add("test_batch.bin", b"".join(bytes([int(yt[j])]) + _pixel_bytes(xt[j]) for j in range(len(xt))))
+        add("batches.meta.txt", ("\n".join(data.CIFAR10_CLASSES) + "\n\n").encode())
+    assert_same(load_cifar(path), arrays)
+
+    members = fixtures.binary_members(x, y, xt, yt)
+    blob = members["cifar-10-batches-bin/test_batch.bin"]
+    assert len(blob) == len(xt) * 3073
+    for j in range(len(xt)):
+        record = blob[j * 3073:(j + 1) * 3073]
+        assert record[0] == yt[j] and record[1:] == _pixel_bytes(xt[j])
+
+
 @pytest.mark.parametrize("layout,folder", [("python", PY), ("binary", "cifar-10-batches-bin")])
 @pytest.mark.parametrize("parent", [True, False])
 def test_extracted_folder_or_its_parent(tmp_path, arrays, layout, folder, parent):

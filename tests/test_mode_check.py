@@ -68,11 +68,8 @@ def inference_accuracy(model, x, y) -> float:
     (0.30, 0.01, 100, True),
 ])
 def test_mismatch_thresholds(train, inference, classes, flagged):
+    # Worked out by hand from the documented rule (more cases at the edges: test_metrics.py).
     assert mode_mismatch(train, inference, classes) is flagged
-    # The same rule written out from the documented constants.
-    chance = 1 / classes
-    expected = train - chance >= MISMATCH_TRAIN_LEAD and inference - chance <= MISMATCH_KEPT_SHARE * (train - chance)
-    assert mode_mismatch(train, inference, classes) is expected
 
 
 def test_run_records_inference_accuracy_on_its_training_sample(tmp_path):

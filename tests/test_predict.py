@@ -141,7 +141,8 @@ def test_format_is_decided_by_content_not_extension(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF", "WEBP"])
 def test_other_formats_are_refused_by_name(tmp_path, fmt):
-    if fmt not in Image.SAVE:
+    Image.init()  # Image.SAVE lists only the plugins loaded so far: all of them, whatever ran before
+    if fmt == "WEBP" and fmt not in Image.SAVE:  # an optional codec; the other three are always built in
         pytest.skip(f"this Pillow cannot write {fmt}")
     Image.fromarray(_noise(4, 4)).save(tmp_path / "p.img", format=fmt)
     assert f"is a {fmt} image; only PNG and JPEG are accepted" in _message(tmp_path / "p.img")
@@ -151,6 +152,31 @@ def test_header_claiming_a_huge_picture_is_refused_before_decoding(tmp_path):
     (tmp_path / "bomb.png").write_bytes(_ihdr(20000, 20000))  # signature + IHDR, no pixel data
     text = _message(tmp_path / "bomb.png")
     assert "20000x20000" in text and "67,108,864" in text and "before decoding" in text
+
+
+def _jpeg_header(width, height) -> bytes:
+    """A baseline JPEG's markers (SOI, SOF0 with the size, SOS), no pixel data."""
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
+    sos = b"\xff\xda" + struct.pack(">HB", 12, 3) + b"\x01\x00\x02\x00\x03\x00\x00\x3f\x00"
+    return b"\xff\xd8" + sof + sos + b"\x00" * 16 + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("width,height,refused", [
+    (20000, 20000, True),  # past Pillow's own guard too
+    (9000, 9000, True),  # under Pillow's guard, over ours
+    (8193, 8192, True),  # one column over
+    (8192, 8192, False),  # exactly the limit: decoding starts (and finds no pixel data)
+])
+def test_jpeg_header_size_is_checked_at_the_limit(tmp_path, width, height, refused):
+    (tmp_path / "p.jpg").write_bytes(_jpeg_header(width, height))
+    text = _message(tmp_path / "p.jpg")
+    assert ("refused before decoding" in text) is refused, text
+    if refused:
+        assert "67,108,864" in text
+    else:
+        assert "JPEG file is truncated or corrupt" in text
+    (tmp_path / "p.png").write_bytes(_ihdr(width, height))  # the same limit for a PNG's header
+    assert ("refused before decoding" in _message(tmp_path / "p.png")) is refused
 
 
 def test_size_pillow_reads_is_checked_before_any_pixel_is_decoded(tmp_path, monkeypatch):
@@ -297,8 +323,12 @@ def test_evaluate_and_predict_share_the_resize(model_path):
     from vggcifar.inference import predict_probs
 
     model = load_model(model_path)
-    big = np.stack([_noise(64, 64, 5), _noise(64, 64, 6)])
-    np.testing.assert_allclose(model_probs(model, big), predict_probs(model, to_model_input(big)), rtol=1e-6)
+    # Pictures at twice the size, each pixel a 2x2 block: averaging areas
+    # brings back the 32x32 originals exactly, whatever the code does inside.
+    originals = np.stack([_noise(32, 32, 5), _noise(32, 32, 6)])
+    big = originals.repeat(2, axis=1).repeat(2, axis=2)
+    np.testing.assert_array_equal(to_model_input(big), originals)
+    np.testing.assert_allclose(model_probs(model, big), predict_probs(model, originals), rtol=1e-6)
     small = load_synthetic(1, 4).x_test
     np.testing.assert_allclose(model_probs(model, small), predict_probs(model, small), rtol=1e-6)
 
@@ -368,6 +398,15 @@ def test_cli_json_and_top_k(model_path, pictures, capsys):
     doc = json.loads(out)
     assert [r["path"] for r in doc] == [str(p) for p in pictures]
     assert "error" in doc[1] and "error" in doc[3] and "top_k" not in doc[1]
+    # Each answer is its own picture's, as if it were asked about alone.
+    from vggcifar.predict import predict_files
+
+    for r, path in ((doc[0], pictures[0]), (doc[2], pictures[2])):
+        alone = predict_files(model_path, [path], top=4)[0]
+        assert [t["class"] for t in r["top_k"]] == [t["class"] for t in alone["top_k"]]
+        np.testing.assert_allclose([t["probability"] for t in r["top_k"]],
+                                   [t["probability"] for t in alone["top_k"]], rtol=1e-5)
+    assert doc[0]["top_k"] != doc[2]["top_k"]
     for r in (doc[0], doc[2]):
         probs = [t["probability"] for t in r["top_k"]]
         assert len(probs) == 4 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6

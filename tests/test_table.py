@@ -17,8 +17,8 @@ def test_channels_first_table_equals_the_spec():
     assert ours == spec_lines()
 
 
-def test_channels_last_table_is_the_spec_with_keras3_shapes():
-    ours = architecture_table(build_vgg()).splitlines()
+def test_channels_last_table_is_the_spec_with_keras3_shapes(spec_network):
+    ours = architecture_table(spec_network).splitlines()
     spec = spec_lines()
     assert len(ours) == len(spec)
     assert ours[2] == "               Input   #####     32   32    3"

@@ -59,9 +59,12 @@ def save(run: RunDir, train_model, state: TrainState):
 
 def load(run: RunDir, train_model, warn=print) -> TrainState | None:
     """Restore the newest checkpoint that loads whole; a damaged one is
-    skipped for the one before it. None when there is none."""
+    skipped for the one before it. None when the run has no checkpoint; a
+    ValueError, before anything is changed, when it has some and none loads:
+    resuming means continuing, never starting again unasked."""
     fsutil.remove_stale_temps(run.checkpoints)
     variables = training_variables(train_model)
+    tried = []
     for ckpt in reversed(run.list_checkpoints()):
         try:
             meta = fsutil.read_json(ckpt / "state.json")
@@ -71,13 +74,19 @@ def load(run: RunDir, train_model, warn=print) -> TrainState | None:
                 tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)
             ):
                 raise ValueError("its variables do not match this run's model")
+            state = {k: v for k, v in meta.items() if k != "variables"}
+            state = TrainState(**state)
         except Exception as exc:  # damaged in any way: try the previous one
             warn(f"warning: checkpoint {ckpt} is unusable ({exc}); trying an older one")
+            tried.append(ckpt.name)
             continue
         for v, a in zip(variables, arrays):
             v.assign(a)
-        meta.pop("variables")
-        return TrainState(**meta)
+        return state
+    if tried:
+        raise ValueError(f"no checkpoint of {run.path} can be loaded (tried {', '.join(tried)}); nothing was "
+                         f"changed: to start over on purpose, delete {run.checkpoints} and run again without "
+                         "--resume, or choose another --run-dir")
     return None
 
 

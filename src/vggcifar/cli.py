@@ -285,13 +285,14 @@ def data_record(args: argparse.Namespace) -> dict:
 def _plan(args: argparse.Namespace, milestones: list[int] | None = None):
     from vggcifar import experiment
 
+    separate = getattr(args, "separate_runs", False)
     if args.resume:
         if not args.run_dir:
             raise UsageError("--resume needs --run-dir: the run folder to continue")
-        return experiment.resume_plan(args.run_dir, devices=args.devices)
+        return experiment.resume_plan(args.run_dir, devices=args.devices, separate_runs=separate)
     config = _train_config(args)
     run_dir = args.run_dir or experiment.default_run_dir(config.recipe)
-    return experiment.new_plan(config, run_dir, milestones, data_record(args))
+    return experiment.new_plan(config, run_dir, milestones, data_record(args), separate_runs=separate)
 
 
 def _train(plan, quiet: bool) -> int:
@@ -336,7 +337,8 @@ def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
         raise UsageError("--resume needs --run-dir: the folder of the comparison to continue")
     root = args.run_dir or experiment.default_run_dir("compare")
     plans = experiment.comparison_plans(root, recipes, lambda recipe: _train_config(args, recipe),
-                                        args.milestones, data_record(args), resume=args.resume)
+                                        args.milestones, data_record(args), resume=args.resume,
+                                        separate_runs=args.separate_runs)
     try:
         result = experiment.compare(root, plans, verbose=0 if args.quiet else 1,
                                     warn=lambda reason: print(f"vggcifar: {reason}", file=sys.stderr))
@@ -476,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--milestones", type=_milestones,
                    help="epochs to report, comma-separated (default: 10,20,50,100, "
                         "those below --epochs and --epochs itself when it is given)")
+    p.add_argument("--separate-runs", action="store_true",
+                   help="train each milestone as a run of its own length into RUN_DIR/epochs-NNN/, for schedules "
+                        "set by the run's length (cosine); default: one run evaluated at each milestone")
     p.set_defaults(func=_cmd_experiment)
 
     p = sub.add_parser("recipes", help="every recipe's settings, each with its unit and its source")

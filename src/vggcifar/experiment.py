@@ -20,7 +20,7 @@ from vggcifar.evaluate import write_results
 from vggcifar.inference import predict_probs
 from vggcifar.metrics import summarize
 from vggcifar.progress import hms
-from vggcifar.report import collapse_message, comparison_markdown, mismatch_message, render
+from vggcifar.report import collapse_message, comparison_markdown, milestones_note, mismatch_message, render
 from vggcifar.rundir import CompareDir, RunDir, read_json_or_empty
 
 #: The spec's Results section: test accuracy after 10, 20, 50 and 100 epochs.
@@ -57,25 +57,33 @@ class Plan:
     milestones: list[int]
     data: dict  # a data record (vggcifar.data.load_source), as run.json keeps it
     resume: bool = False
+    separate_runs: bool = False  # a run of its own for each milestone (train_separately)
 
 
-def new_plan(config: TrainConfig, run_dir, milestones: list[int] | None, data: dict) -> Plan:
+def new_plan(config: TrainConfig, run_dir, milestones: list[int] | None, data: dict, *,
+             separate_runs: bool = False) -> Plan:
     """A fresh run into ``run_dir``; it must not hold a run already."""
     run = RunDir(run_dir)
     if run.holds_run():
         raise ValueError(f"{run.path} already holds a run; pass --resume to continue it or choose another --run-dir")
-    return Plan(config, run, check_milestones(config, milestones or [config.epochs]), data)
+    return Plan(config, run, check_milestones(config, milestones or [config.epochs]), data,
+                separate_runs=separate_runs)
 
 
-def resume_plan(run_dir, *, devices: int | str | None = None) -> Plan:
+def resume_plan(run_dir, *, devices: int | str | None = None, separate_runs: bool = False) -> Plan:
     """Continue the run in ``run_dir`` as its files describe it; ``devices``
-    replaces the recorded value (the machine may differ; the recipe does not)."""
+    replaces the recorded value (the machine may differ; the recipe does not).
+    ``separate_runs``: the caller asked for separate runs, which only a folder
+    of separate runs can continue."""
     run = RunDir(run_dir)
     config, saved = run.resume_arguments()
+    if separate_runs and not saved.get("separate_runs"):
+        raise ValueError(f"{run.path} is one run with milestones, not separate runs; --resume continues a run "
+                         "as it began: drop --separate-runs")
     if devices is not None:
         config = dataclasses.replace(config, devices=devices)
     return Plan(config, run, check_milestones(config, saved.get("milestones") or [config.epochs]),
-                saved.get("data", {}), resume=True)
+                saved.get("data", {}), resume=True, separate_runs=bool(saved.get("separate_runs")))
 
 
 def run_plan(plan: Plan, *, log=print, verbose: int = 1) -> dict:
@@ -84,8 +92,22 @@ def run_plan(plan: Plan, *, log=print, verbose: int = 1) -> dict:
     data = load_source(plan.data, limit_train=plan.config.limit_train, limit_test=plan.config.limit_test)
     log(f"run folder: {plan.run_dir.path}")
     log(backend.describe())
-    return train_run(plan.config, data, plan.run_dir, milestones=plan.milestones, resume=plan.resume,
+    run = train_separately if plan.separate_runs else train_run
+    return run(plan.config, data, plan.run_dir, milestones=plan.milestones, resume=plan.resume,
                      data_args=plan.data, log=log, verbose=verbose)
+
+
+def _resolved(config: TrainConfig, data: CifarData) -> tuple[TrainConfig, dict]:
+    """``config`` with what "auto" means here written down (the split, layout,
+    precision, steps per call), so the folder says what ran and a resume on this
+    machine runs the same; and the environment record."""
+    config = resolve_val_split(config, len(data.x_train))
+    config = dataclasses.replace(config, data_format=backend.resolve_data_format(config.data_format),
+                                 precision=backend.resolve_precision(config.precision),
+                                 steps_per_execution=backend.resolve_steps_per_execution(config.steps_per_execution))
+    env = {**backend.environment(), "dataset": data.describe(), "precision": config.precision,
+           "data_format": config.data_format}
+    return config, env
 
 
 def train_run(
@@ -104,22 +126,12 @@ def train_run(
     Returns the last milestone's metrics."""
     run = RunDir(run_dir)
     milestones = check_milestones(config, milestones or [config.epochs])
-    # The split as this training set makes it, so config.json says what was
-    # done and a resumed run splits alike.
-    config = resolve_val_split(config, len(data.x_train))
     with run.lock():
         run.remove_stale_temps()
         if not resume and run.holds_run():
             raise ValueError(f"{run.path} already holds a run; pass --resume to continue it "
                              "or choose another --run-dir")
-        # What "auto" means here (layout, precision) is written down, so the
-        # folder says what ran and a resume on this machine runs the same.
-        config = dataclasses.replace(config, data_format=backend.resolve_data_format(config.data_format),
-                                     precision=backend.resolve_precision(config.precision),
-                                     steps_per_execution=backend.resolve_steps_per_execution(
-                                         config.steps_per_execution))
-        env = {**backend.environment(), "dataset": data.describe(), "precision": config.precision,
-               "data_format": config.data_format}
+        config, env = _resolved(config, data)
         run.write_config(config)
         run.write_run(milestones, data_args or {})
         run.write_environment(env)
@@ -133,6 +145,61 @@ def train_run(
         finally:
             milestone_run.close()
         return milestone_run.last or run.read_metrics()  # a run resumed after its end: its final metrics
+
+
+def train_separately(
+    config: TrainConfig,
+    data: CifarData,
+    run_dir,
+    *,
+    milestones: list[int] | None = None,
+    resume: bool = False,
+    data_args: dict | None = None,
+    log=print,
+    verbose: int = 1,
+) -> dict:
+    """A run of its own for each milestone, from the same seed, each with its
+    schedule set for its own length: ``run_dir/epochs-010/`` is the whole
+    run folder of the 10-epoch run (``RunDir.separate_run``), and the top of
+    ``run_dir`` gets the config, the report over all of them and the last
+    one's files. For schedules that depend on the run's length (cosine), where
+    one long run's milestones are points on its schedule, not shorter runs.
+    ``resume`` continues each run where it stopped. Returns the last run's metrics."""
+    run = RunDir(run_dir)
+    milestones = check_milestones(config, milestones or [config.epochs])
+    with run.lock():
+        run.remove_stale_temps()
+        if not resume and (run.holds_run() or any(run.separate_run(m).holds_run() for m in milestones)):
+            raise ValueError(f"{run.path} already holds a run; pass --resume to continue it "
+                             "or choose another --run-dir")
+        config, env = _resolved(config, data)
+        run.write_config(config)
+        run.write_run(milestones, data_args or {}, separate_runs=True)
+        run.write_environment(env)
+        if config.epoch_independent_schedule:
+            log(f"note: the `{config.schedule}` schedule depends only on the step count: one run with "
+                "milestones gives these results for less compute")
+        results: dict[int, dict] = {}
+        for i, m in enumerate(milestones, 1):
+            child = run.separate_run(m)
+            log(f"separate run {i}/{len(milestones)}: {m} epochs in {child.path}")
+            results[m] = train_run(dataclasses.replace(config, epochs=m), data, child, milestones=[m],
+                                   resume=resume, data_args=data_args, log=log, verbose=verbose)
+            run.publish(m)
+            _write_separate_report(run, config, env, results)
+        return results[milestones[-1]]
+
+
+def _write_separate_report(run: RunDir, config: TrainConfig, env: dict, results: dict[int, dict]) -> None:
+    done = sorted(results)
+    notes = [milestones_note(config.recipe, config.schedule, config.epoch_independent_schedule, done,
+                             separate=True)] if len(done) > 1 else []
+    last = run.separate_run(done[-1])
+    milestones = [(results[m], run.separate_run(m).pictures(run.path)) for m in done]
+    text = render(title=f"VGG-16 on {env['dataset']['name']}: results", milestones=milestones,
+                  environment=env, config=config.to_dict(), notes=notes,
+                  curves=f"{last.path.name}/{last.curves.name}")
+    run.write_report(text)
 
 
 class _MilestoneRun:
@@ -236,11 +303,8 @@ class _MilestoneRun:
         done = sorted(self.results)
         notes = list(notes)
         if len(done) > 1:
-            notes.append(
-                f"The learning rate of the `{config['recipe']}` recipe depends only on the step count, so one run "
-                f"of {done[-1]} epochs, evaluated and saved at each milestone, equals separate runs of each "
-                f"length with the same seed: {done[-1]} epochs of compute instead of {sum(done)}."
-            )
+            notes.append(milestones_note(self.config.recipe, self.config.schedule,
+                                         self.config.epoch_independent_schedule, done))
         if config.get("validate_on_test"):
             notes.append("As in the spec's `fit` call, the validation curve is the test set.")
         elif config.get("val_split"):
@@ -256,7 +320,7 @@ class _MilestoneRun:
 # recipes side by side
 # --------------------------------------------------------------------------- #
 def comparison_plans(root, recipes: list[str], make_config, milestones: list[int], data: dict, *,
-                     resume: bool) -> dict[str, Plan]:
+                     resume: bool, separate_runs: bool = False) -> dict[str, Plan]:
     """A plan per recipe under ``root``, all checked before the first one
     trains: ``make_config(recipe)`` for a new run; with ``resume``, a recipe
     whose folder has begun continues it."""
@@ -272,7 +336,7 @@ def comparison_plans(root, recipes: list[str], make_config, milestones: list[int
             raise ValueError(f"{run.path} already holds a run; pass --resume to continue the comparison "
                              "or choose another --run-dir")
         else:
-            plans[recipe] = new_plan(make_config(recipe), run.path, milestones, data)
+            plans[recipe] = new_plan(make_config(recipe), run.path, milestones, data, separate_runs=separate_runs)
     return plans
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -136,62 +137,99 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # alive, another user's
         return True
-    return True
+    return pid > 0
 
 
 class RunLock:
-    """One process per run folder: ``lock`` holds the owner's pid. A lock whose
-    process is gone is stale and taken over."""
+    """One process per run folder: an exclusive ``flock`` on the file ``lock``,
+    which also holds the holder's pid for the message that refuses a second one.
+
+    The kernel releases the lock when its holder dies, however it dies (kill -9
+    included): a lock file left behind by a dead process is simply free, and no
+    process ever decides that another's lock is stale, so no two can take it.
+
+    Why not the ``filelock`` package, which takes the same ``flock``: a refusal
+    here names the holder's pid, and filelock keeps no content in its file (that
+    would need a second file and its own races); this class is the few lines it
+    takes. ``flock`` is local to a machine: on NFS it may not exclude a process
+    on another host.
+    """
+
+    #: How long a refused process waits for a new holder's pid to appear in
+    #: the file (it is written just after the lock is taken).
+    PID_WAIT_SECONDS = 1.0
 
     def __init__(self, folder):
         self.path = Path(folder) / "lock"
-        self.held = False
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The pid is written to a private file first and hard-linked into
-        # place: the lock appears with its holder already in it, so no other
-        # process can read it empty and take it for stale.
-        mine = self.path.with_name(f".lock.{os.getpid()}.tmp")
-        mine.write_text(f"{os.getpid()}\n")
-        try:
-            self._acquire_with(mine)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                mine.unlink()
+        import fcntl
 
-    def _acquire_with(self, mine: Path) -> None:
-        for _ in range(3):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                os.link(mine, self.path)
-            except FileNotFoundError:  # our pid file was cleared as a stale temp: write it again
-                mine.write_text(f"{os.getpid()}\n")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = self._holder(fd)
+                os.close(fd)
+                who = f"process {pid}" if pid else "another process"
+                raise LockError(
+                    f"{self.path.parent} is in use by {who} (lock file {self.path}); "
+                    "wait for it to finish or choose another --run-dir"
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # A holder removes the file on release, after we opened it: we would
+            # hold the lock of a file no longer at the path, while a newcomer
+            # creates and locks a new one. Take the lock only of the file in place.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
                 continue
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise LockError(
-                        f"{self.path.parent} is in use by process {pid} (lock file {self.path}); "
-                        "wait for it to finish or choose another --run-dir"
-                    ) from None
-                # Stale: its process is gone (or the file is unreadable).
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
-                continue
-            self.held = True
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
             return
-        raise LockError(f"could not take the lock {self.path}; remove it if no run is using the folder")
+
+    def _holder(self, fd: int) -> int | None:
+        """The pid in the locked file; None when it is not written yet. Until
+        the new holder writes its pid, the file may still name the process
+        that left it, dead: a pid is taken only once it names a live process."""
+        deadline = time.monotonic() + self.PID_WAIT_SECONDS
+        while True:
+            try:
+                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                if text and _pid_alive(int(text)):
+                    return int(text)
+            except (OSError, ValueError):
+                return None
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
 
     def release(self) -> None:
-        if self.held:
+        if self._fd is not None:
+            # Removed while still locked, so no one can lock this file once it is gone.
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-            self.held = False
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self):
         self.acquire()

@@ -36,6 +36,24 @@ def mismatch_message(epoch: int, train_accuracy: float, inference_accuracy: floa
             f"{cause}; a model saved now predicts near chance")
 
 
+def milestones_note(recipe: str, schedule: str, epoch_independent: bool, milestones: list[int], *,
+                    separate: bool = False) -> str:
+    """What the milestones of a report are: points of one run, or separate runs
+    (``epoch_independent``: vggcifar.config.TrainConfig.epoch_independent_schedule)."""
+    last = milestones[-1]
+    if separate:
+        return (f"Each milestone is a separate run of that many epochs, from the same seed, with its "
+                f"`{schedule}` schedule set for its own length: {sum(milestones)} epochs of compute in all.")
+    if epoch_independent:
+        return (f"The learning rate of the `{recipe}` recipe depends only on the step count, so one run "
+                f"of {last} epochs, evaluated and saved at each milestone, equals separate runs of each "
+                f"length with the same seed: {last} epochs of compute instead of {sum(milestones)}.")
+    return (f"The `{recipe}` recipe's `{schedule}` learning rate is set for the run's whole length: each "
+            f"milestone is a point on one {last}-epoch schedule, not the result of a shorter run (a "
+            f"{milestones[0]}-epoch run would lower its rate to the end within {milestones[0]} epochs). "
+            "`vggcifar experiment --separate-runs` trains each length as a run of its own.")
+
+
 def markdown_confusion(cm, class_names) -> str:
     head = "| true \\ predicted | " + " | ".join(class_names) + " |"
     rule = "|---|" + "---:|" * len(class_names)

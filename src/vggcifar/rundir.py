@@ -7,10 +7,12 @@ Layout of ``RUN_DIR``::
     environment.json   versions, backend, device, git commit, dataset
     history.csv        per epoch: loss, accuracy, val_loss, val_accuracy, lr, seconds, the train/inference check
     checkpoints/       complete training states (ckpt-<global step>/, the newest two)
-    lock               the pid of the process using the folder
+    lock               flock()ed by the process using the folder, and its pid (left by a killed one: free)
     epochs-010/ ...    one ResultDir per milestone: model.keras, metrics.json,
                        confusion_matrix.csv, confusion_matrix.png, mistakes.png
-                       (the test images most confidently misclassified), recall.png
+                       (the test images most confidently misclassified), recall.png;
+                       with ``experiment --separate-runs``, the whole run folder
+                       of a separate run of that length (its top files are these)
     model.keras, metrics.json, confusion_matrix.csv/.png, mistakes.png, recall.png
                        the last milestone (published)
     curves.png         loss and accuracy, redrawn after every epoch
@@ -188,12 +190,22 @@ class RunDir(ResultDir):
         """config.json as it stands, without checking it ({} when unreadable)."""
         return read_json_or_empty(self.config_path)
 
-    def write_run(self, milestones: list[int], data: dict) -> None:
-        fsutil.write_json(self.run_path, {"milestones": list(milestones), "data": data})
+    def write_run(self, milestones: list[int], data: dict, *, separate_runs: bool = False) -> None:
+        record = {"milestones": list(milestones), "data": data}
+        if separate_runs:
+            record["separate_runs"] = True
+        fsutil.write_json(self.run_path, record)
 
     def read_run(self) -> dict:
-        """run.json: {"milestones": [...], "data": {...}} ({} when there is none)."""
+        """run.json: {"milestones": [...], "data": {...}}, and "separate_runs": true
+        for a folder of separate runs ({} when there is none)."""
         return read_json_or_empty(self.run_path)
+
+    def separate_run(self, epochs: int) -> RunDir:
+        """In a folder of separate runs (``experiment --separate-runs``): the run
+        folder of the run of ``epochs`` epochs. It is that milestone's folder, so
+        its top files are the milestone's results, as in a single run."""
+        return RunDir(self.milestone(epochs).path)
 
     def write_environment(self, env: dict) -> None:
         fsutil.write_json(self.environment_path, env)
@@ -230,8 +242,9 @@ class RunDir(ResultDir):
         return sorted(p for p in self.checkpoints.iterdir() if p.is_dir() and p.name.startswith("ckpt-"))
 
     def holds_run(self) -> bool:
-        """True when the folder has checkpoints of a run: only --resume may continue it."""
-        return bool(self.list_checkpoints())
+        """True when the folder has checkpoints of a run, or is a folder of
+        separate runs: only --resume may continue it."""
+        return bool(self.list_checkpoints()) or bool(self.read_run().get("separate_runs"))
 
     def resume_arguments(self) -> tuple[TrainConfig, dict]:
         """What the folder says about its run: its config and run.json."""

@@ -63,8 +63,10 @@ def augmentation_layers(config: TrainConfig, seed: int) -> list:
     if "flip" in config.augment:
         out.append(keras.layers.RandomFlip("horizontal", seed=seed + 1, name="aug_flip"))
     if "cutout" in config.augment:
+        # One 8x8 square (1/16 of the area) of zeros in every image: a factor
+        # of (1, 1) erases always (a single 1.0 would draw the chance from [0, 1]).
         out.append(keras.layers.RandomErasing(
-            factor=1.0, scale=(0.0625, 0.0625), value=0, seed=seed + 2, name="aug_cutout"))
+            factor=(1.0, 1.0), scale=(0.0625, 0.0625), fill_value=0, seed=seed + 2, name="aug_cutout"))
     return out
 
 
