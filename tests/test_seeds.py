@@ -63,11 +63,18 @@ def test_summary_from_seed_folders(tmp_path):
     table = compare_seed_runs(tmp_path, ["a", "b"])
     a, b = table["rows"]
     assert a["status"] == "2 of 3 seeds complete" and a["final_accuracy"] is None
-    assert b["status"] == "complete" and b["final_accuracy"] == 0.35 and b["final_std"] is None
+    assert b["status"] == "complete" and b["final_accuracy"] == 0.35 and b["spread"]["final"] == {"std": None, "n": 1}
+    assert a["spread"]["2"] == {"std": pytest.approx(statistics.stdev([0.7, 0.9])), "n": 2}
     md = comparison_markdown(table)
     assert "| [`a`](a/report.md) | 50.00% ± 10.00% (3) | 80.00% ± 14.14% (2) | 2 of 3 seeds complete |" in md
     assert "| [`b`](b/report.md) | 30.00% ± — (1) | 35.00% ± — (1) | 35.00% ± — (1) |" in md
     assert "Over seeds: mean ± standard deviation" in md
+
+    # Milestones in epoch order, also from a seeds.json read back (its keys sorted as text).
+    _fake_seed(tmp_path / "c" / "seed-0", 0, [0.1, 0.2], "complete", milestones=(5, 10))
+    fsutil.write_json(tmp_path / "c" / "seeds.json", summarize_seeds(tmp_path / "c", [0]))
+    md = seeds_markdown(fsutil.read_json(tmp_path / "c" / "seeds.json"))
+    assert md.index("| 5 | 10.00% ± — (1)") < md.index("| 10 | 20.00% ± — (1)")
 
 
 def _seeds(run_dir, *extra, recipe="spec-he", seeds="0,1"):

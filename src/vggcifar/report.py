@@ -166,7 +166,7 @@ def render(
 # recipes side by side
 # --------------------------------------------------------------------------- #
 def comparison_markdown(comparison: dict) -> str:
-    """comparison.md from ``vggcifar.run.compare_runs``' result."""
+    """comparison.md from ``vggcifar.experiment.compare_runs``' (or ``vggcifar.seeds.compare_seed_runs``') result."""
     milestones = comparison["milestones"]
     out = [f"# VGG-16 on {comparison.get('dataset') or 'unknown data'}: recipes compared", ""]
     if comparison.get("synthetic"):
@@ -179,18 +179,15 @@ def comparison_markdown(comparison: dict) -> str:
     def pct(v):
         return "—" if v is None else f"{100 * v:.2f}%"
 
-    def accuracy(row, mean, key, which):
-        """One run's accuracy, or over seeds the mean ± std (n)."""
-        if "seeds" not in row or mean is None:
-            return pct(mean)
-        std, n = row[f"{key}_std"], row[f"{key}_n"]
-        return mean_std_text(mean, std[which] if which else std, n[which] if which else n)
+    def accuracy(row, mean, which):
+        """One run's accuracy; over seeds, the mean ± std (n) (``row["spread"]``)."""
+        spread = row.get("spread", {}).get(which)
+        return pct(mean) if spread is None or mean is None else mean_std_text(mean, spread["std"], spread["n"])
 
     for r in comparison["rows"]:
         name = f"[`{r['recipe']}`]({RunDir(r['recipe']).report.as_posix()})" + (" (synthetic)" if r.get("synthetic") else "")
-        final = accuracy(r, r["final_accuracy"], "final", None) if r["status"] == "complete" else r["status"]
-        cells = [name, *[accuracy(r, r["test_accuracy"].get(str(m)), "test_accuracy", str(m)) for m in milestones],
-                 final,
+        final = accuracy(r, r["final_accuracy"], "final") if r["status"] == "complete" else r["status"]
+        cells = [name, *[accuracy(r, r["test_accuracy"].get(str(m)), str(m)) for m in milestones], final,
                  "yes" if r["collapsed"] else "no",
                  "—" if r["train_seconds"] is None else hms(r["train_seconds"]),
                  "—" if r["images_per_second"] is None else f"{r['images_per_second']:.0f}"]
@@ -202,7 +199,7 @@ def comparison_markdown(comparison: dict) -> str:
         "steps only (h:mm:ss); images/s is training images times epochs over that time.",
         "",
     ]
-    if any("seeds" in r for r in comparison["rows"]):
+    if any("spread" in r for r in comparison["rows"]):
         out[-1:-1] = ["Over seeds: mean ± standard deviation (ddof=1) of the test accuracy over the seeds that "
                       "reached the milestone (their number); time of learning and images/s are means; each "
                       "recipe's report has its seeds one by one.", ""]
@@ -220,7 +217,8 @@ def seeds_markdown(summary: dict) -> str:
     """report.md of one recipe over several seeds, from ``vggcifar.seeds.summarize_seeds``."""
     from vggcifar.rundir import SeedsDir
 
-    milestones = summary["milestones"]
+    # In epoch order (a JSON file read back has its keys sorted as text: "10" before "5").
+    milestones = {m: summary["milestones"][m] for m in sorted(summary["milestones"], key=int)}
     seeds = ", ".join(map(str, summary["seeds"]))
     out = [f"# VGG-16 on {summary.get('dataset') or 'unknown data'}: recipe `{summary.get('recipe')}` over seeds "
            f"{seeds}", ""]

@@ -271,10 +271,6 @@ class SeedsDir:
     def report(self) -> Path:
         return self.path / "report.md"
 
-    def holds_seeds(self) -> bool:
-        """True when the folder has run folders of seeds (the comparison then reads seeds.json)."""
-        return self.path.is_dir() and any(p.is_dir() and p.name.startswith("seed-") for p in self.path.iterdir())
-
     def write(self, summary: dict, markdown: str) -> None:
         fsutil.write_json(self.json, summary)
         fsutil.write_text(self.report, markdown)

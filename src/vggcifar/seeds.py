@@ -155,7 +155,7 @@ def compare_seeds(root, plans: dict[str, dict[int, Plan]], *, log=print, warn=pr
 def compare_seed_runs(root, recipes: list[str]) -> dict:
     """The comparison of the recipes' seeds folders ``root/<recipe>/`` from
     their seeds.json: compare_runs' table, each accuracy the mean over the
-    seeds with its standard deviation and number (``*_std``, ``*_n``)."""
+    seeds, with its standard deviation and number of seeds in ``spread``."""
     compare_dir = CompareDir(root)
     rows, milestones, dataset, synthetic = [], set(), None, False
     for recipe in recipes:
@@ -177,11 +177,10 @@ def compare_seed_runs(root, recipes: list[str]) -> dict:
             "status": "complete" if done else f"{complete} of {len(runs)} seeds complete",
             "seeds": summary.get("seeds", []),
             "test_accuracy": {m: v["mean"] for m, v in ms.items()},
-            "test_accuracy_std": {m: v["std"] for m, v in ms.items()},
-            "test_accuracy_n": {m: v["n"] for m, v in ms.items()},
             "final_accuracy": last["mean"] if done and last else None,
-            "final_std": last["std"] if done and last else None,
-            "final_n": last["n"] if done and last else None,
+            # The standard deviation and number of seeds behind each mean above.
+            "spread": {**{m: {"std": v["std"], "n": v["n"]} for m, v in ms.items()},
+                       "final": {"std": last["std"], "n": last["n"]} if done and last else None},
             "collapsed": any(r["collapsed"] for r in runs),
             "train_seconds": last["train_seconds"] if last else None,
             "images_per_second": mean_std(per_second)["mean"],
