@@ -114,8 +114,8 @@ def test_learning_recipes_learn_and_the_spec_recipe_collapses(tmp_path):
     # synthetic images at batch 64 for 6 epochs (about a minute and a quarter
     # on 2 CPU cores); the learning recipes' rates scaled to batch 64 (spec-he
     # 0.01, vgg16-bn 0.025). Measured: spec 9.4% (collapsed), spec-he 87.3%,
-    # vgg16-bn 99.9%; chance is 10%. (Before the rates followed the batch
-    # size: spec-he 57.5% at 0.02, vgg16-bn 99.8% at 0.1.)
+    # vgg16-bn 99.9%; chance is 10%. (Before, unscaled and with spec-he's
+    # weight decay at 5e-4: spec-he 57.5% at 0.02, vgg16-bn 99.8% at 0.1.)
     run_dir = tmp_path / "cmp"
     assert main(["experiment", "--recipe", "spec,spec-he,vgg16-bn", "--dataset", "synthetic",
                  "--limit-train", "3000", "--limit-test", "1000", "--epochs", "6", "--milestones", "3,6",
