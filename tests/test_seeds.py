@@ -68,7 +68,7 @@ def test_summary_from_seed_folders(tmp_path):
     md = comparison_markdown(table)
     assert "| [`a`](a/report.md) | 50.00% ± 10.00% (3) | 80.00% ± 14.14% (2) | 2 of 3 seeds complete |" in md
     assert "| [`b`](b/report.md) | 30.00% ± — (1) | 35.00% ± — (1) | 35.00% ± — (1) |" in md
-    assert "Over seeds: mean ± standard deviation" in md
+    assert "images/s is training images times epochs over that time.\n\nOver seeds: mean ± standard deviation" in md
 
     # Milestones in epoch order, also from a seeds.json read back (its keys sorted as text).
     _fake_seed(tmp_path / "c" / "seed-0", 0, [0.1, 0.2], "complete", milestones=(5, 10))

@@ -200,9 +200,9 @@ def comparison_markdown(comparison: dict) -> str:
         "",
     ]
     if any("spread" in r for r in comparison["rows"]):
-        out[-1:-1] = ["Over seeds: mean ± standard deviation (ddof=1) of the test accuracy over the seeds that "
-                      "reached the milestone (their number); time of learning and images/s are means; each "
-                      "recipe's report has its seeds one by one.", ""]
+        out += ["Over seeds: mean ± standard deviation (ddof=1) of the test accuracy over the seeds that "
+                "reached the milestone (their number); time of learning and images/s are means; each "
+                "recipe's report has its seeds one by one.", ""]
     return "\n".join(out)
 
 
