@@ -188,6 +188,16 @@ _steps_per_execution = _positive_int_or("auto")
 _devices = _positive_int_or("all")
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds separated by commas, received {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected seeds separated by commas, received {text!r}")
+    return values
+
+
 #: keras.distribution.initialize reads these when its arguments are not given.
 MULTI_HOST_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
                   "KERAS_DISTRIBUTION_PROCESS_ID")
@@ -212,8 +222,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None, help=f"training recipe: {', '.join(RECIPES)} (default: spec); "
                    "experiment: several, comma-separated, are run side by side and compared")
     p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="images per step (default: the recipe's); the learning recipes scale their lr to it linearly")
+    p.add_argument("--lr", type=float, help="peak learning rate, used as given at any batch size "
+                   "(default: the recipe's, scaled to --batch-size; see `vggcifar recipes`)")
     p.add_argument("--seed", type=int)
     p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--run-dir", help="folder for everything the run writes (default: runs/RECIPE-TIME)")
@@ -323,6 +335,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         args.epochs = args.milestones[-1]
     recipes = [r.strip() for r in (args.recipe or "spec").split(",") if r.strip()]
     _initialize_hosts(args)
+    if args.seeds is not None:
+        return _over_seeds(args, recipes)
     if len(recipes) > 1:
         return _compare_recipes(args, recipes)
     return _train(_plan(args, args.milestones), args.quiet)
@@ -347,6 +361,46 @@ def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
         return exit_status(stop)
     print(f"comparison: {result.markdown}")
     # A recipe whose loss diverged: the comparison says so; the others ran.
+    return exit_status(Diverged("")) if result.diverged else 0
+
+
+def _over_seeds(args: argparse.Namespace, recipes: list[str]) -> int:
+    """One run folder per seed under --run-dir (per recipe, with several),
+    then seeds.json and report.md (and comparison.md over the recipes)."""
+    from vggcifar import experiment, seeds
+    from vggcifar.train import Diverged, TrainingStopped
+
+    if args.seed is not None:
+        raise UsageError("--seed and --seeds: give one of them")
+    if args.separate_runs:
+        raise UsageError("--separate-runs and --seeds together are not supported: run one --seeds experiment "
+                         "per length with --epochs N instead")
+    if args.resume and not args.run_dir:
+        raise UsageError("--resume needs --run-dir: the folder of the seeds to continue")
+    root = args.run_dir or experiment.default_run_dir(f"{recipes[0] if len(recipes) == 1 else 'compare'}-seeds")
+    verbose = 0 if args.quiet else 1
+
+    def warn(reason: str) -> None:
+        print(f"vggcifar: {reason}", file=sys.stderr)
+
+    try:
+        if len(recipes) == 1:
+            plans = seeds.seed_plans(root, args.seeds, lambda: _train_config(args, recipes[0]), args.milestones,
+                                     data_record(args), resume=args.resume)
+            result = seeds.run_seeds(root, plans, verbose=verbose, warn=warn)
+            written = result.report
+        else:
+            plans = seeds.comparison_seed_plans(root, recipes, args.seeds, lambda r: _train_config(args, r),
+                                                args.milestones, data_record(args), resume=args.resume)
+            result = seeds.compare_seeds(root, plans, verbose=verbose, warn=warn)
+            written = result.markdown
+    except TrainingStopped as stop:  # interrupted: stop here, --resume continues every seed
+        print(f"vggcifar: {stop.reason}", file=sys.stderr)
+        print(f"vggcifar: to continue every seed: vggcifar experiment --resume --run-dir {root} "
+              f"--seeds {','.join(map(str, args.seeds))}" + (f" --recipe {','.join(recipes)}" if len(recipes) > 1
+                                                              else ""), file=sys.stderr)
+        return exit_status(stop)
+    print(f"over seeds: {written}")
     return exit_status(Diverged("")) if result.diverged else 0
 
 
@@ -481,6 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--separate-runs", action="store_true",
                    help="train each milestone as a run of its own length into RUN_DIR/epochs-NNN/, for schedules "
                         "set by the run's length (cosine); default: one run evaluated at each milestone")
+    p.add_argument("--seeds", type=_seeds, metavar="S,S,...",
+                   help="train once per seed into RUN_DIR/seed-S/, then RUN_DIR/seeds.json and report.md: each "
+                        "milestone's test accuracy as mean ± std over the seeds (with several --recipe: a folder "
+                        "per recipe, compared as mean ± std); --resume with the same --seeds continues them all")
     p.set_defaults(func=_cmd_experiment)
 
     p = sub.add_parser("recipes", help="every recipe's settings, each with its unit and its source")

@@ -13,14 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vggcifar import backend, train
+from vggcifar import backend, budget, train
 from vggcifar.config import TrainConfig, resolve_val_split
 from vggcifar.data import CifarData, load_source
 from vggcifar.evaluate import write_results
 from vggcifar.inference import predict_probs
 from vggcifar.metrics import summarize
 from vggcifar.progress import hms
-from vggcifar.report import collapse_message, comparison_markdown, milestones_note, mismatch_message, render
+from vggcifar.report import (collapse_message, comparison_markdown, learning_rate_text, milestones_note,
+                             mismatch_message, render, short_run_message)
 from vggcifar.rundir import CompareDir, RunDir, read_json_or_empty
 
 #: The spec's Results section: test accuracy after 10, 20, 50 and 100 epochs.
@@ -135,7 +136,8 @@ def train_run(
         run.write_config(config)
         run.write_run(milestones, data_args or {})
         run.write_environment(env)
-        milestone_run = _MilestoneRun(run, config, data, milestones, env, resume=resume, log=log)
+        short = announce(config, len(data.x_train) - config.val_split, log)
+        milestone_run = _MilestoneRun(run, config, data, milestones, env, resume=resume, log=log, short_run=short)
         try:
             train.fit(config, data, run, resume=resume, on_epoch_end=milestone_run.epoch_end, log=log,
                       verbose=verbose, max_steps=max_steps)
@@ -200,6 +202,14 @@ def _write_separate_report(run: RunDir, config: TrainConfig, env: dict, results:
                   environment=env, config=config.to_dict(), notes=notes,
                   curves=f"{last.path.name}/{last.curves.name}")
     run.write_report(text)
+def announce(config: TrainConfig, train_images: int, log) -> dict | None:
+    """Before training, once: how the learning rate was set, and the word
+    when the run is too short to learn (``budget.short_run``, returned)."""
+    log(learning_rate_text(config.to_dict()))
+    short = budget.short_run(config, train_images)
+    if short:
+        log("WARNING: too short to learn: " + short_run_message(short))
+    return short
 
 
 class _MilestoneRun:
@@ -208,8 +218,9 @@ class _MilestoneRun:
     milestone the model, metrics, pictures and report."""
 
     def __init__(self, run: RunDir, config: TrainConfig, data: CifarData, milestones: list[int], env: dict, *,
-                 resume: bool, log):
+                 resume: bool, log, short_run: dict | None = None):
         self.run, self.config, self.data, self.milestones, self.env, self.log = run, config, data, milestones, env, log
+        self.short_run = short_run
         self.started = time.monotonic()
         self.wall_before = 0.0
         # Earlier milestones of a resumed run, read once for the report.
@@ -265,6 +276,7 @@ class _MilestoneRun:
             "subset": data.subset,
             "train_images": len(data.x_train) - config.val_split,
             "val_images": config.val_split,
+            "short_run": self.short_run,
         }
         folder = self.run.milestone(end.epoch)
         folder.save_model(end.model)
@@ -302,6 +314,9 @@ class _MilestoneRun:
         config = self.config.to_dict()
         done = sorted(self.results)
         notes = list(notes)
+        if self.short_run:
+            message = short_run_message(self.short_run)
+            notes.append(f"**Too short to learn.** {message[0].upper()}{message[1:]}.")
         if len(done) > 1:
             notes.append(milestones_note(self.config.recipe, self.config.schedule,
                                          self.config.epoch_independent_schedule, done))

@@ -121,3 +121,11 @@ def summarize(probs: np.ndarray, y_true, class_names: list[str]) -> dict:
     c = collapse(y_pred, k)
     out["collapse"] = None if c is None else {**c, "class_name": class_names[c["class"]]}
     return out
+
+
+def mean_std(values) -> dict:
+    """{"mean", "std", "n"} of ``values``: the sample standard deviation
+    (ddof=1), None for fewer than two values; the mean None for none."""
+    v = np.asarray(list(values), dtype=np.float64)
+    return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "n": int(len(v))}

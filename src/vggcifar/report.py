@@ -52,6 +52,41 @@ def milestones_note(recipe: str, schedule: str, epoch_independent: bool, milesto
             f"milestone is a point on one {last}-epoch schedule, not the result of a shorter run (a "
             f"{milestones[0]}-epoch run would lower its rate to the end within {milestones[0]} epochs). "
             "`vggcifar experiment --separate-runs` trains each length as a run of its own.")
+def learning_rate_text(config: dict) -> str:
+    """How a run's learning rate was set, from its config.json: the log says
+    it once, report.md in "How this was made"."""
+    from vggcifar.config import make_config, scaled_lr
+
+    lr, batch = config.get("lr"), config.get("batch_size")
+    if lr is None or batch is None:  # a config.json that predates these fields
+        return f"learning rate {lr if lr is not None else '?'} at batch {batch if batch is not None else '?'}"
+    ref, rule = config.get("lr_batch_size", batch), config.get("lr_scaling", "none")
+    if rule == "linear" and batch != ref:
+        return (f"learning rate {lr:g} at batch {batch}: the recipe's {scaled_lr(lr, ref, batch, rule):g} at "
+                f"batch {ref}, scaled linearly (--lr sets it)")
+    if rule == "linear":
+        return (f"learning rate {lr:g} at batch {batch}, the batch it is given for "
+                "(another --batch-size scales it linearly)")
+    if make_config(config.get("recipe", "spec")).lr_scaling == "linear":
+        return f"learning rate {lr:g} at batch {batch}, as given (not scaled with the batch size)"
+    return f"learning rate {lr:g} at batch {batch}, the recipe's at any batch size (not scaled)"
+
+
+def short_run_message(info: dict) -> str:
+    """``vggcifar.budget.short_run``'s finding in one line, after "too short
+    to learn: ": what is short, and the fix."""
+    found = []
+    if "steps" in info["reasons"]:
+        epochs = f"{info['epochs']} epoch{'s' * (info['epochs'] != 1)}"
+        warmup = f", {info['warmup_steps']} of them warm-up" if info["warmup_steps"] else ""
+        found.append(f"{info['steps']} optimizer steps in all ({epochs} of {info['steps_per_epoch']} steps of "
+                     f"{info['batch_size']} images{warmup}), fewer than the {info['min_steps']} a recipe needs")
+    if "bn_steps_per_epoch" in info["reasons"]:
+        found.append(f"{info['steps_per_epoch']} steps an epoch with batch norm, fewer than "
+                     f"{info['min_bn_steps_per_epoch']}: its moving statistics lag the weights by more than an epoch")
+    options = [" ".join(f"--{key.replace('_', '-')} {value}" for key, value in fix.items()) for fix in info["fixes"]]
+    fix = f"pass {' or '.join(options)}" if options else "train on more images"
+    return f"{'; '.join(found)}; {fix} (docs/recipes.md)"
 
 
 def markdown_confusion(cm, class_names) -> str:
@@ -163,8 +198,8 @@ def render(
     out += ["## How this was made", ""]
     versions = environment.get("versions", {})
     out += [
-        f"- recipe: `{config.get('recipe')}`; batch size {config.get('batch_size')}, "
-        f"learning rate {config.get('lr')}, schedule `{config.get('schedule')}`, seed {config.get('seed')}",
+        f"- recipe: `{config.get('recipe')}`; {learning_rate_text(config)}, schedule `{config.get('schedule')}`, "
+        f"seed {config.get('seed')}",
         f"- hardware: {hardware(environment)}",
         f"- backend: keras {versions.get('keras', '?')} on {environment.get('backend', '?')} "
         f"{versions.get(environment.get('backend', ''), '')}, precision "
@@ -184,7 +219,7 @@ def render(
 # recipes side by side
 # --------------------------------------------------------------------------- #
 def comparison_markdown(comparison: dict) -> str:
-    """comparison.md from ``vggcifar.run.compare_runs``' result."""
+    """comparison.md from ``vggcifar.experiment.compare_runs``' (or ``vggcifar.seeds.compare_seed_runs``') result."""
     milestones = comparison["milestones"]
     out = [f"# VGG-16 on {comparison.get('dataset') or 'unknown data'}: recipes compared", ""]
     if comparison.get("synthetic"):
@@ -197,10 +232,15 @@ def comparison_markdown(comparison: dict) -> str:
     def pct(v):
         return "—" if v is None else f"{100 * v:.2f}%"
 
+    def accuracy(row, mean, which):
+        """One run's accuracy; over seeds, the mean ± std (n) (``row["spread"]``)."""
+        spread = row.get("spread", {}).get(which)
+        return pct(mean) if spread is None or mean is None else mean_std_text(mean, spread["std"], spread["n"])
+
     for r in comparison["rows"]:
         name = f"[`{r['recipe']}`]({RunDir(r['recipe']).report.as_posix()})" + (" (synthetic)" if r.get("synthetic") else "")
-        final = pct(r["final_accuracy"]) if r["status"] == "complete" else r["status"]
-        cells = [name, *[pct(r["test_accuracy"].get(str(m))) for m in milestones], final,
+        final = accuracy(r, r["final_accuracy"], "final") if r["status"] == "complete" else r["status"]
+        cells = [name, *[accuracy(r, r["test_accuracy"].get(str(m)), str(m)) for m in milestones], final,
                  "yes" if r["collapsed"] else "no",
                  "—" if r["train_seconds"] is None else hms(r["train_seconds"]),
                  "—" if r["images_per_second"] is None else f"{r['images_per_second']:.0f}"]
@@ -212,6 +252,53 @@ def comparison_markdown(comparison: dict) -> str:
         "steps only (h:mm:ss); images/s is training images times epochs over that time.",
         "",
     ]
+    if any("spread" in r for r in comparison["rows"]):
+        out += ["Over seeds: mean ± standard deviation (ddof=1) of the test accuracy over the seeds that "
+                "reached the milestone (their number); time of learning and images/s are means; each "
+                "recipe's report has its seeds one by one.", ""]
+    return "\n".join(out)
+
+
+def mean_std_text(mean: float | None, std: float | None, n: int) -> str:
+    """An accuracy over seeds: "91.25% ± 1.20% (3)"; ± — with one seed."""
+    if mean is None:
+        return f"— ({n})"
+    return f"{100 * mean:.2f}% ± {'—' if std is None else f'{100 * std:.2f}%'} ({n})"
+
+
+def seeds_markdown(summary: dict) -> str:
+    """report.md of one recipe over several seeds, from ``vggcifar.seeds.summarize_seeds``."""
+    from vggcifar.rundir import SeedsDir
+
+    # In epoch order (a JSON file read back has its keys sorted as text: "10" before "5").
+    milestones = {m: summary["milestones"][m] for m in sorted(summary["milestones"], key=int)}
+    seeds = ", ".join(map(str, summary["seeds"]))
+    out = [f"# VGG-16 on {summary.get('dataset') or 'unknown data'}: recipe `{summary.get('recipe')}` over seeds "
+           f"{seeds}", ""]
+    if summary.get("synthetic"):
+        out += ["> **Synthetic data.** These figures come from the synthetic CIFAR-shaped set, "
+                "not CIFAR-10: they show that the pipeline works, nothing about VGG-16 on CIFAR-10.", ""]
+    out += ["## Summary", "", "| epochs | test accuracy, mean ± std (seeds) | time of learning, mean |",
+            "|---:|---:|---:|"]
+    for m, v in milestones.items():
+        seconds = "—" if v["train_seconds"] is None else hms(v["train_seconds"])
+        out.append(f"| {m} | {mean_std_text(v['mean'], v['std'], v['n'])} | {seconds} |")
+    out += ["", "The mean and the standard deviation (ddof=1; — with one seed) are over the seeds that reached "
+            "the milestone, their number in brackets. Time of learning counts training steps only (h:mm:ss).", ""]
+    out += ["## Seeds", "", "| seed | " + " | ".join(f"accuracy after {m}" for m in milestones)
+            + " | status | collapsed | time of learning |", "|---|" + "---:|" * len(milestones) + "---|---|---:|"]
+    for r in summary["runs"]:
+        link = f"[seed {r['seed']}]({SeedsDir('.').seed(r['seed']).report.as_posix()})"
+        cells = [link, *[("—" if r["test_accuracy"].get(m) is None else f"{100 * r['test_accuracy'][m]:.2f}%")
+                          for m in milestones], r["status"], "yes" if r["collapsed"] else "no",
+                 "—" if r["train_seconds"] is None else hms(r["train_seconds"])]
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "## Confusion matrices summed over the seeds", ""]
+    for m, v in milestones.items():
+        if v["confusion_matrix"] is None:
+            continue
+        out += [f"* epochs = {m}, {v['n']} seed{'s' * (v['n'] != 1)} ({', '.join(map(str, v['seeds']))}):", "",
+                markdown_confusion(v["confusion_matrix"], summary["class_names"]), ""]
     return "\n".join(out)
 
 

@@ -21,7 +21,10 @@ Layout of ``RUN_DIR``::
     evaluation/        what `vggcifar evaluate RUN_DIR` writes (evaluation-flip/ with --tta flip)
 
 A comparison of recipes (``CompareDir``) holds one run folder per recipe and
-``comparison.md`` / ``comparison.json``. Every write is atomic (vggcifar.fsutil).
+``comparison.md`` / ``comparison.json``. One recipe over several seeds
+(``SeedsDir``) holds one run folder per seed, ``seed-<S>/``, and ``seeds.json``
+/ ``report.md`` over them; a comparison over seeds holds a ``SeedsDir`` per
+recipe. Every write is atomic (vggcifar.fsutil).
 """
 
 from __future__ import annotations
@@ -275,6 +278,10 @@ class CompareDir:
     def recipe(self, name: str) -> RunDir:
         return RunDir(self.path / name)
 
+    def recipe_seeds(self, name: str) -> "SeedsDir":
+        """The recipe's folder when it ran over several seeds."""
+        return SeedsDir(self.path / name)
+
     @property
     def markdown(self) -> Path:
         return self.path / "comparison.md"
@@ -286,3 +293,30 @@ class CompareDir:
     def write(self, comparison: dict, markdown: str) -> None:
         fsutil.write_json(self.json, comparison)
         fsutil.write_text(self.markdown, markdown)
+
+
+class SeedsDir:
+    """One recipe over several seeds: ``<root>/seed-<S>/`` run folders, and
+    seeds.json and report.md over them."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def seed(self, seed: int) -> RunDir:
+        return RunDir(self.path / f"seed-{seed}")
+
+    @property
+    def json(self) -> Path:
+        return self.path / "seeds.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.md"
+
+    def write(self, summary: dict, markdown: str) -> None:
+        fsutil.write_json(self.json, summary)
+        fsutil.write_text(self.report, markdown)
+
+    def read(self) -> dict:
+        """seeds.json ({} when there is none)."""
+        return read_json_or_empty(self.json)

@@ -19,6 +19,7 @@ import numpy as np
 import keras
 
 from vggcifar import backend, checkpoint, steps
+from vggcifar.budget import warmup_steps
 from vggcifar.checkpoint import TrainState
 from vggcifar.config import TrainConfig, effective_val_split
 from vggcifar.data import CifarData
@@ -98,7 +99,7 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int):
     if config.schedule == "constant":
         return config.lr
     total = config.epochs * steps_per_epoch
-    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total // 5)
+    warmup = warmup_steps(config, steps_per_epoch)
     return keras.optimizers.schedules.CosineDecay(
         0.0 if warmup else config.lr,
         decay_steps=max(1, total - warmup),
