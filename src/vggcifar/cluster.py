@@ -149,11 +149,12 @@ def await_verdict(detail: str, heartbeat_seconds: int) -> None:
 class WorkerOutput:
     """The worker's stderr, line by line: start-up chatter dropped, our own
     lines passed on, and from the runtime's first error line on everything
-    held back (the lines of a dying runtime); the lost-peer note kept apart."""
+    kept as the runtime's (the lines of a dying runtime: held back, unless
+    ``show_all``); the lost-peer note kept apart."""
 
     def __init__(self, write, show_all: bool = False):
         self.write, self.show_all = write, show_all
-        self.held: list[bytes] = []
+        self.runtime: list[bytes] = []
         self.lost_detail: str | None = None
 
     def line(self, line: bytes) -> None:
@@ -161,20 +162,20 @@ class WorkerOutput:
         if text.startswith(LOST_MARK.encode()):
             self.lost_detail = text[len(LOST_MARK):].decode("utf-8", "replace")
             return
-        if self.show_all:
-            self.write(line)
-            return
-        if self.held:
-            self.held.append(line)
-        elif is_backend_noise(text):
-            return
-        elif _ABSL.match(text) or _CRASH.match(text):
-            self.held.append(line)
-        else:
+        noise = is_backend_noise(text)
+        if self.runtime or (not noise and (_ABSL.match(text) or _CRASH.match(text))):
+            self.runtime.append(line)
+            noise = not self.show_all
+        if self.show_all or not noise:
             self.write(line)
 
+    def runtime_text(self) -> str:
+        """The runtime's lines, from its first error line on."""
+        return b"".join(self.runtime).decode("utf-8", "replace")
+
     def held_text(self) -> str:
-        return b"".join(self.held).decode("utf-8", "replace")
+        """Those of the runtime's lines that were not shown."""
+        return "" if self.show_all else self.runtime_text()
 
 
 @dataclass(frozen=True)
@@ -195,18 +196,18 @@ class WorkerEnd:
 def judge(returncode: int, output: WorkerOutput) -> WorkerEnd:
     """How the worker that exited with ``returncode`` and said ``output`` ended."""
     status = 128 - returncode if returncode < 0 else returncode
-    held = output.held_text()
-    aborted = _RUNTIME_ABORT in held
+    said = output.runtime_text()
+    aborted = _RUNTIME_ABORT in said
     peer_lost = returncode != 0 and (output.lost_detail is not None or aborted)
     lost, detail = None, output.lost_detail or ""
     if peer_lost and aborted:
-        if m := _TASK_TIMEOUT.search(held):
+        if m := _TASK_TIMEOUT.search(said):
             lost, detail = int(m.group(1)), "its heartbeats stopped"
-        elif (m := _UNHEALTHY.search(held)) and m.group(1).strip():
+        elif (m := _UNHEALTHY.search(said)) and m.group(1).strip():
             lost, detail = int(re.split(r"[,\s]+", m.group(1).strip())[0]), "its heartbeats stopped"
-        elif _COORDINATOR_GONE.search(held):
+        elif _COORDINATOR_GONE.search(said):
             lost, detail = 0, "the coordination service it hosts stopped answering"
-    return WorkerEnd(status, peer_lost, lost, detail, held)
+    return WorkerEnd(status, peer_lost, lost, detail, output.held_text())
 
 
 def run_worker(argv: list[str]) -> WorkerEnd:
