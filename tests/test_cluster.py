@@ -24,7 +24,14 @@ from vggcifar.rundir import RunDir
 # What JAX's runtime (jaxlib 0.10.2) writes on stderr as it ends a process,
 # as recorded from the runs below (stack frames shortened).
 ABSL_NOISE = (b"I0000 00:00:1795706049.572725   17925 port.cc:153] oneDNN custom operations are on.\n"
-              b"W1126 15:14:57.024972   28087 preemption_sync_manager.cc:147] Failed to retrieve preemption notice\n")
+              b"W0000 00:00:1795706049.572725   17925 cpu_feature_guard.cc:9] This TensorFlow binary is optimized\n")
+PREEMPTION_WARNING = (
+    b"W1126 14:42:57.024972   28087 preemption_sync_manager.cc:147] Failed to retrieve preemption notice from "
+    b"coordination service: UNAVAILABLE: recvmsg:Connection reset by peer\n"
+    b"Additional GRPC error information from remote target coordination_service while calling "
+    b"/xla.coordination.CoordinationService/GetKeyValue:\n"
+    b":UNKNOWN:Error received from peer  {grpc_message:\"Socket closed\", grpc_status:14}. This is only expected "
+    b"if one of the tasks is unhealthy. Check the logs for the actual root cause.\n")
 HEARTBEATS_STOPPED = (
     b"E1126 15:14:57.102573   18286 coordination_service.cc:1549] [5159116464509465772] Use error polling to "
     b"propagate the following error to all tasks: UNAVAILABLE: The following tasks are unhealthy (stopped "
@@ -86,6 +93,9 @@ def test_worker_output_passes_our_lines_and_holds_the_runtime_back():
     assert output.lost_detail == GLOO
     assert output.held_text().startswith(HEARTBEATS_STOPPED.decode()[:40])
     assert output.held_text().endswith("vggcifar: a line after the runtime's error\n")
+    # A warning of the distributed runtime: its lines and all after it are held.
+    output, shown = read(ABSL_NOISE, ours, PREEMPTION_WARNING, COORDINATOR_GONE)
+    assert shown == [ours] and output.held_text() == (PREEMPTION_WARNING + COORDINATOR_GONE).decode()
     # VGGCIFAR_BACKEND_LOG=1: everything is shown, and still read.
     output, shown = read(ABSL_NOISE, HEARTBEATS_STOPPED, show_all=True)
     assert b"".join(shown) == ABSL_NOISE + HEARTBEATS_STOPPED
@@ -96,6 +106,7 @@ def test_worker_output_passes_our_lines_and_holds_the_runtime_back():
     (HEARTBEATS_STOPPED, 1, "its heartbeats stopped"),
     (BARRIER_TIMEOUT, 2, "its heartbeats stopped"),
     (COORDINATOR_GONE, 0, "the coordination service it hosts stopped answering"),
+    (PREEMPTION_WARNING + COORDINATOR_GONE, 0, "the coordination service it hosts stopped answering"),
 ])
 def test_the_runtime_s_abort_names_the_lost_process(said, lost, detail):
     end = cluster.judge(-signal.SIGABRT, read(said)[0])
@@ -191,6 +202,21 @@ def test_resume_takes_the_newest_step_every_process_has(tmp_path, monkeypatch):
     two_processes(monkeypatch, lambda values, width: np.full(width, -1, np.int32))
     assert checkpoint.common_checkpoint(run, messages.append) == []
     assert run.list_checkpoints() == []
+
+
+def test_a_checkpoint_is_removed_whole(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "run")
+    for step in (1, 2):
+        (write_checkpoint(run, step) / "variables.npz").write_bytes(b"x")
+    # Killed while removing: what is left is a temp, never a half checkpoint.
+    monkeypatch.setattr(fsutil.shutil, "rmtree", lambda *a, **k: None)
+    fsutil.remove_dir(run.checkpoint(1))
+    assert run.list_checkpoints() == [run.checkpoint(2)]
+    monkeypatch.undo()
+    fsutil.remove_stale_temps(run.checkpoints)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["ckpt-000000002"]
+    fsutil.remove_dir(run.checkpoint(2))
+    assert not any(run.checkpoints.iterdir())
 
 
 def test_processes_train_on_the_same_data(monkeypatch):

@@ -8,7 +8,6 @@ seeds of dropout and augmentation included, in a fixed order) and
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,7 +54,7 @@ def save(run: RunDir, train_model, state: TrainState):
             np.savez(f, **arrays)
         fsutil.write_json(tmp / "state.json", {**state.to_dict(), "variables": len(variables)})
     for old in run.list_checkpoints()[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
+        fsutil.remove_dir(old)  # never seen half removed
     return target
 
 
@@ -121,7 +120,7 @@ def common_checkpoint(run: RunDir, warn=print) -> list:
         if newest is None or step > newest:
             warn(f"checkpoint {steps[step]} is newer than the newest one every process has "
                  f"({'none' if newest is None else f'step {newest}'}): removed")
-            shutil.rmtree(steps[step], ignore_errors=True)
+            fsutil.remove_dir(steps[step])
     return [] if newest is None else [steps[newest]]
 
 

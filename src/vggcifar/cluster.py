@@ -73,8 +73,11 @@ _TASK_TIMEOUT = re.compile(r"Task (\d+) heartbeat timeout")
 _UNHEALTHY = re.compile(r"unhealthy \(stopped sending heartbeats\):\s*([\d,\s]+?)\s*(?:\n\D|$)")
 _COORDINATOR_GONE = re.compile(r"Failed to send RPC to coordination service|leader task")
 
-# absl's line format (severity, date, time, thread, file:line), and the lines of a C++ crash.
+# absl's line format (severity, date, time, thread, file:line), the distributed
+# runtime's own sources (their warnings come with a peer's loss, and run on
+# over several lines), and the lines of a C++ crash.
 _ABSL = re.compile(rb"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] ")
+_RUNTIME_SOURCE = re.compile(rb"^[IWEF]\d{4} [^\]]* (coordination_\w+|preemption_\w+|client|pair)\.(cc|h):\d+\] ")
 _CRASH = re.compile(rb"^(\*\*\* Check failure stack trace|\s+@\s+0x|terminate called|  what\(\))")
 
 
@@ -148,9 +151,10 @@ def await_verdict(detail: str, heartbeat_seconds: int) -> None:
 # --------------------------------------------------------------------------- #
 class WorkerOutput:
     """The worker's stderr, line by line: start-up chatter dropped, our own
-    lines passed on, and from the runtime's first error line on everything
-    kept as the runtime's (the lines of a dying runtime: held back, unless
-    ``show_all``); the lost-peer note kept apart."""
+    lines passed on, and from the runtime's first error line or distributed
+    runtime line on (or the lost-peer note) everything kept as the runtime's
+    (the lines of a dying runtime: held back, unless ``show_all``); the
+    lost-peer note kept apart."""
 
     def __init__(self, write, show_all: bool = False):
         self.write, self.show_all = write, show_all
@@ -163,7 +167,8 @@ class WorkerOutput:
             self.lost_detail = text[len(LOST_MARK):].decode("utf-8", "replace")
             return
         noise = is_backend_noise(text)
-        if self.runtime or (not noise and (_ABSL.match(text) or _CRASH.match(text))):
+        if (self.runtime or self.lost_detail is not None or _RUNTIME_SOURCE.match(text)
+                or (not noise and (_ABSL.match(text) or _CRASH.match(text)))):
             self.runtime.append(line)
             noise = not self.show_all
         if self.show_all or not noise:
