@@ -259,7 +259,7 @@ def test_another_process_s_signal_and_clock_decide_for_all(tmp_path, monkeypatch
 # end to end: two JAX processes on this host
 # --------------------------------------------------------------------------- #
 HEARTBEAT_SECONDS = 10  # the runtime's heartbeat timeout in these tests (default 100)
-RUN_ARGS = ["--dataset", "synthetic", "--limit-train", "256", "--limit-test", "32", "--epochs", "3",
+RUN_ARGS = ["--dataset", "synthetic", "--limit-train", "256", "--limit-test", "32", "--epochs", "2",
             "--batch-size", "32", "--lr", "0.01", "--seed", "5", "--quiet", "--set", "model=vgg11",
             "--set", "width=0.0625", "--set", "dense_units=16", "--devices", "all"]
 
@@ -353,7 +353,7 @@ def test_two_processes_train_like_one_process_on_two_devices(tmp_path, uninterru
     first = checkpoint.read_variables(RunDir(tmp_path / "r0").list_checkpoints()[0])
     assert max(np.max(np.abs(a - b)) for a, b in zip(first, final[0]) if a.dtype.kind == "f") > 1e-3
     # Each process wrote its whole run folder, with the same checkpoints and history.
-    assert _steps(tmp_path / "r0") == _steps(tmp_path / "r1") == [16, 24]
+    assert _steps(tmp_path / "r0") == _steps(tmp_path / "r1") == [8, 16]
     assert RunDir(tmp_path / "r0").read_history() != [] and all(
         {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
         for a, b in zip(RunDir(tmp_path / "r0").read_history(), RunDir(tmp_path / "r1").read_history()))
@@ -363,7 +363,7 @@ def test_two_processes_train_like_one_process_on_two_devices(tmp_path, uninterru
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", [0, 1])
 def test_a_lost_process_ends_the_other_in_one_line_and_resume_ends_as_without_it(tmp_path, uninterrupted, victim):
-    # A checkpoint after every call: processes killed mid-run differ by at most one.
+    # A checkpoint after every call: processes killed mid-run are at most one apart.
     procs = _start(tmp_path, "--checkpoint-minutes", "0.0001", port=_free_port())
     survivor = 1 - victim
     try:
@@ -394,6 +394,8 @@ def test_a_lost_process_ends_the_other_in_one_line_and_resume_ends_as_without_it
             assert len(checkpoint.read_variables(ckpt)) == len(uninterrupted)
     common = max(set(_steps(tmp_path / "r0")) & set(_steps(tmp_path / "r1")))
     assert common >= 5
+    if victim == 1:
+        return  # the resume does not depend on which process was lost: it is run once, after process 0's loss
     resumed = _finish(_start(tmp_path, "--resume", port=_free_port()))
     for status, out, err in resumed:
         assert status == 0, err[-3000:]
