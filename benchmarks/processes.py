@@ -12,7 +12,9 @@ runs them (the batch gathered on the host, Keras' train_on_batch, and under
 several processes the loop's agreement collective); the first epoch (it
 compiles) and each epoch's first step (it follows the evaluation) are left
 out. The table gives each layout's median, 10th and 90th percentile, and the
-median of the two-process steps over the one-process ones.
+median of the two-process steps over the one-process ones, and the median
+time inside the step call itself (train_on_batch and reading the loss; the
+rest of a step is the loop's, the agreement collective included).
 
 ``loss``: two processes train; once the victim has a checkpoint at step 5,
 its command is killed with SIGKILL; the time is until the other process's
@@ -79,9 +81,10 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def _step_seconds(path: Path) -> list[float]:
+def _step_seconds(path: Path) -> list[tuple[float, float]]:
+    """(wall seconds, seconds in the runner's call) of each timed step."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return [b[2] - a[2] for a, b in zip(rows, rows[1:]) if a[0] == b[0] >= 1]
+    return [(b[2] - a[2], b[3]) for a, b in zip(rows, rows[1:]) if a[0] == b[0] >= 1]
 
 
 def run_steps(a) -> dict:
@@ -90,6 +93,7 @@ def run_steps(a) -> dict:
         for r in range(a.rounds):
             for layout in times:
                 root = Path(tmp) / f"{r}-{layout[0]}"
+                root.mkdir()
                 if layout.startswith("1"):
                     cmds = [(_train_args(a, a.epochs) + ["--run-dir", str(root / "r0")],
                              _env(XLA_FLAGS="--xla_force_host_platform_device_count=2"))]
@@ -107,13 +111,16 @@ def run_steps(a) -> dict:
                         raise SystemExit(f"{layout} failed ({p.returncode}): {err[-2000:]}")
                 steps = _step_seconds(root / "t0.jsonl")
                 times[layout].extend(steps)
-                print(f"round {r + 1} {layout}: median {statistics.median(steps) * 1000:.1f} ms over {len(steps)} steps",
-                      file=sys.stderr)
+                print(f"round {r + 1} {layout}: median {statistics.median(w for w, _ in steps) * 1000:.1f} ms "
+                      f"over {len(steps)} steps", file=sys.stderr)
     summary = {}
-    for layout, values in times.items():
+    for layout, pairs in times.items():
+        values = [w for w, _ in pairs]
         q = statistics.quantiles(values, n=10)
         summary[layout] = {"median_ms": statistics.median(values) * 1000, "p10_ms": q[0] * 1000,
-                           "p90_ms": q[-1] * 1000, "steps": len(values)}
+                           "p90_ms": q[-1] * 1000, "steps": len(values),
+                           # of it, Keras' train_on_batch and the loss read back (the rest: the loop, the agreement)
+                           "median_in_step_call_ms": statistics.median(c for _, c in pairs) * 1000}
     summary["ratio_2proc_over_1proc"] = (summary["2 processes x 1 device"]["median_ms"]
                                          / summary["1 process x 2 devices"]["median_ms"])
     return summary
@@ -172,6 +179,7 @@ def main() -> None:
     p.add_argument("--heartbeat", type=int, default=10, help="loss: the runtime's heartbeat timeout in seconds")
     a = p.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # what the runs use; lighter to import than the default
     from vggcifar.backend import cpu_name  # noqa: E402 (keras: after the arguments)
 
     result = run_steps(a) if a.what == "steps" else run_loss(a)
