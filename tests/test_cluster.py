@@ -121,6 +121,12 @@ def test_a_worker_s_other_ends_are_not_a_lost_process():
     crash = b"F1126 15:14:57.103396   18297 some_kernel.cc:12] Check failed: x > 0\n*** Check failure stack trace: ***\n"
     end = cluster.judge(-signal.SIGABRT, read(crash)[0])
     assert not end.peer_lost and end.held == crash.decode() and end.status == 134
+    # The processes never all met: a start that failed, not a loss.
+    never = (b"F1126 16:43:13.950433   12125 client.h:80] Terminating process because the JAX distributed service "
+             b"detected fatal errors. absl::Status: DEADLINE_EXCEEDED: Deadline Exceeded\n\n"
+             b"RPC: /xla.coordination.CoordinationService/RegisterTask\n*** Check failure stack trace: ***\n")
+    end = cluster.judge(-signal.SIGABRT, read(never)[0])
+    assert end.never_joined and not end.peer_lost
     assert not cluster.judge(0, read(b"vggcifar: fine\n")[0]).peer_lost
     assert not cluster.judge(2, read(b"vggcifar: error: no such file\n")[0]).peer_lost
 
@@ -147,7 +153,8 @@ def test_the_supervisor_says_one_line(monkeypatch, capsys):
     ends = iter([cluster.WorkerEnd(134, True, 0, "the coordination service it hosts stopped answering", "held"),
                  cluster.WorkerEnd(75, True, None, GLOO, ""),
                  cluster.WorkerEnd(134, False, None, "", "F1126 the runtime's own words\n"),
-                 cluster.WorkerEnd(0, False, None, "", "")])
+                 cluster.WorkerEnd(0, False, None, "", ""),
+                 cluster.WorkerEnd(134, False, None, "", "F1126 RegisterTask\n", never_joined=True)])
     monkeypatch.setattr(cluster, "run_worker", lambda argv: next(ends))
     assert main(CLUSTER_ARGS) == STATUS_LOST_PROCESS
     err = capsys.readouterr().err
@@ -160,6 +167,9 @@ def test_the_supervisor_says_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("F1126 the runtime's own words\nvggcifar: the training process was ended by signal 6")
     assert main(CLUSTER_ARGS) == 0 and capsys.readouterr().err == ""
+    assert main(CLUSTER_ARGS) == 2  # the processes never all met
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did not all start within 300 s (VGGCIFAR_CLUSTER_INIT_SECONDS)" in err
 
 
 def test_several_processes_need_a_run_dir(capsys):

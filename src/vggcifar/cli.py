@@ -3,7 +3,9 @@
 Every failure a user can cause ends in one line on stderr that says what is
 wrong and how to fix it, and exit status 2; no traceback. A training run that
 stops early exits with its own status (``exit_status``). Keras and its backend
-are imported only by the commands that build or run a model.
+are imported only by the commands that build or run a model. Trained as one
+of several processes, the command runs its training as a supervised child
+(vggcifar.cluster) and says how it ended.
 """
 
 from __future__ import annotations
@@ -229,6 +231,10 @@ def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError("training on several processes needs --run-dir: each process its own folder, "
                          "which --resume continues")
     end = cluster.run_worker(argv)
+    if end.never_joined:
+        raise UsageError(f"the processes did not all start within {cluster.timeouts()['initialization']} s "
+                         f"({cluster.TIMEOUTS['initialization'][0]}): start every process, each with process 0's "
+                         "address in --coordinator HOST:PORT, reachable from every host")
     resume = shlex.join(["vggcifar", *argv, *([] if "--resume" in argv else ["--resume"])])
     if end.peer_lost:
         who = "another process" if end.lost is None else f"process {end.lost}"

@@ -72,6 +72,7 @@ _RUNTIME_ABORT = "JAX distributed service detected fatal errors"
 _TASK_TIMEOUT = re.compile(r"Task (\d+) heartbeat timeout")
 _UNHEALTHY = re.compile(r"unhealthy \(stopped sending heartbeats\):\s*([\d,\s]+?)\s*(?:\n\D|$)")
 _COORDINATOR_GONE = re.compile(r"Failed to send RPC to coordination service|leader task")
+_NEVER_JOINED = "CoordinationService/RegisterTask"  # the processes did not all meet within the initialization timeout
 
 # absl's line format (severity, date, time, thread, file:line), the distributed
 # runtime's own sources (their warnings come with a peer's loss, and run on
@@ -189,13 +190,15 @@ class WorkerEnd:
     (128 + the signal that ended it); ``peer_lost``: it stopped because a peer
     process was lost; ``lost``: the process the runtime named (None: it named
     none); ``detail``: how, in a few words; ``held``: the runtime's lines held
-    back (to show when the end is not explained)."""
+    back (to show when the end is not explained); ``never_joined``: the
+    runtime gave up waiting for all processes to start."""
 
     status: int
     peer_lost: bool
     lost: int | None
     detail: str
     held: str
+    never_joined: bool = False  # the processes did not all meet within the initialization timeout
 
 
 def judge(returncode: int, output: WorkerOutput) -> WorkerEnd:
@@ -203,6 +206,8 @@ def judge(returncode: int, output: WorkerOutput) -> WorkerEnd:
     status = 128 - returncode if returncode < 0 else returncode
     said = output.runtime_text()
     aborted = _RUNTIME_ABORT in said
+    if aborted and _NEVER_JOINED in said:
+        return WorkerEnd(status, False, None, "", output.held_text(), never_joined=True)
     peer_lost = returncode != 0 and (output.lost_detail is not None or aborted)
     lost, detail = None, output.lost_detail or ""
     if peer_lost and aborted:
