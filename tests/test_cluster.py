@@ -111,6 +111,7 @@ def test_worker_output_passes_our_lines_and_holds_the_runtime_back():
 def test_the_runtime_s_abort_names_the_lost_process(said, lost, detail):
     end = cluster.judge(-signal.SIGABRT, read(said)[0])
     assert (end.status, end.peer_lost, end.lost, end.detail) == (128 + signal.SIGABRT, True, lost, detail)
+    assert end.signal == signal.SIGABRT
 
 
 def test_a_worker_s_other_ends_are_not_a_lost_process():
@@ -152,7 +153,8 @@ CLUSTER_ARGS = ["train", "--dataset", "synthetic", "--coordinator", "10.0.0.1:12
 def test_the_supervisor_says_one_line(monkeypatch, capsys):
     ends = iter([cluster.WorkerEnd(134, True, 0, "the coordination service it hosts stopped answering", "held"),
                  cluster.WorkerEnd(75, True, None, GLOO, ""),
-                 cluster.WorkerEnd(134, False, None, "", "F1126 the runtime's own words\n"),
+                 cluster.WorkerEnd(134, False, None, "", "F1126 the runtime's own words\n", signal=6),
+                 cluster.WorkerEnd(143, False, None, "", ""),
                  cluster.WorkerEnd(0, False, None, "", ""),
                  cluster.WorkerEnd(134, False, None, "", "F1126 RegisterTask\n", never_joined=True)])
     monkeypatch.setattr(cluster, "run_worker", lambda argv: next(ends))
@@ -166,6 +168,7 @@ def test_the_supervisor_says_one_line(monkeypatch, capsys):
     assert main(CLUSTER_ARGS) == 134  # not explained: what the runtime said, then the signal
     err = capsys.readouterr().err
     assert err.startswith("F1126 the runtime's own words\nvggcifar: the training process was ended by signal 6")
+    assert main(CLUSTER_ARGS) == 143 and capsys.readouterr().err == ""  # stopped on SIGTERM: it said so itself
     assert main(CLUSTER_ARGS) == 0 and capsys.readouterr().err == ""
     assert main(CLUSTER_ARGS) == 2  # the processes never all met
     err = capsys.readouterr().err

@@ -243,8 +243,8 @@ def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
         return STATUS_LOST_PROCESS
     if end.held:  # not explained here: everything the worker said
         sys.stderr.write(end.held)
-    if end.status > 128:
-        print(f"vggcifar: the training process was ended by signal {end.status - 128}; its checkpoints are "
+    if end.signal is not None:
+        print(f"vggcifar: the training process was ended by signal {end.signal}; its checkpoints are "
               f"intact: continue with {resume}", file=sys.stderr)
     return end.status
 

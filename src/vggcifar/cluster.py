@@ -191,7 +191,8 @@ class WorkerEnd:
     process was lost; ``lost``: the process the runtime named (None: it named
     none); ``detail``: how, in a few words; ``held``: the runtime's lines held
     back (to show when the end is not explained); ``never_joined``: the
-    runtime gave up waiting for all processes to start."""
+    runtime gave up waiting for all processes to start; ``signal``: the
+    signal that ended the worker (None: it exited)."""
 
     status: int
     peer_lost: bool
@@ -199,15 +200,17 @@ class WorkerEnd:
     detail: str
     held: str
     never_joined: bool = False  # the processes did not all meet within the initialization timeout
+    signal: int | None = None  # the signal that ended the worker, if one did
 
 
 def judge(returncode: int, output: WorkerOutput) -> WorkerEnd:
     """How the worker that exited with ``returncode`` and said ``output`` ended."""
     status = 128 - returncode if returncode < 0 else returncode
+    killed_by = -returncode if returncode < 0 else None
     said = output.runtime_text()
     aborted = _RUNTIME_ABORT in said
     if aborted and _NEVER_JOINED in said:
-        return WorkerEnd(status, False, None, "", output.held_text(), never_joined=True)
+        return WorkerEnd(status, False, None, "", output.held_text(), never_joined=True, signal=killed_by)
     peer_lost = returncode != 0 and (output.lost_detail is not None or aborted)
     lost, detail = None, output.lost_detail or ""
     if peer_lost and aborted:
@@ -217,7 +220,7 @@ def judge(returncode: int, output: WorkerOutput) -> WorkerEnd:
             lost, detail = int(re.split(r"[,\s]+", m.group(1).strip())[0]), "its heartbeats stopped"
         elif _COORDINATOR_GONE.search(said):
             lost, detail = 0, "the coordination service it hosts stopped answering"
-    return WorkerEnd(status, peer_lost, lost, detail, output.held_text())
+    return WorkerEnd(status, peer_lost, lost, detail, output.held_text(), signal=killed_by)
 
 
 def run_worker(argv: list[str]) -> WorkerEnd:
