@@ -234,10 +234,14 @@ def initialize_hosts(coordinator: str | None, num_processes: int | None, process
 
     limits = cluster.timeouts()
     coordinator = coordinator.split(",")[0] if coordinator else None  # Keras' list of all job addresses
-    jax.distributed.initialize(coordinator, num_processes, process_id,
-                               initialization_timeout=limits["initialization"],
-                               heartbeat_timeout_seconds=limits["heartbeat"],
-                               shutdown_timeout_seconds=limits["shutdown"])
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id,
+                                   initialization_timeout=limits["initialization"],
+                                   heartbeat_timeout_seconds=limits["heartbeat"],
+                                   shutdown_timeout_seconds=limits["shutdown"])
+    except (ValueError, TypeError) as exc:  # what is missing, after JAX looked at SLURM's and Open MPI's variables
+        raise ValueError(f"cannot join the processes ({exc}): pass --coordinator HOST:PORT (process 0's address), "
+                         "--num-processes N and --process-id I, or start them under SLURM or Open MPI") from None
 
 
 def leave_hosts() -> None:
