@@ -44,7 +44,7 @@ from vggcifar.quietlog import is_backend_noise
 #: that sets each, and its default (JAX's own, jax.distributed.initialize).
 #: initialization: how long processes wait for each other to start; heartbeat:
 #: a process silent this long is lost (so the survivors of a lost process other
-#: than 0 exit about this long after it); shutdown: how long a finished process
+#: than 0 exit within about this long); shutdown: how long a finished process
 #: waits for the others to finish.
 TIMEOUTS = {
     "initialization": ("VGGCIFAR_CLUSTER_INIT_SECONDS", 300),
@@ -63,9 +63,11 @@ LOST_MARK = "vggcifar-worker: lost peer: "
 #: runtime's verdict before it ends without one.
 VERDICT_MARGIN_SECONDS = 30
 
-#: What a collective that failed because a peer went away says (Gloo on CPUs,
-#: NCCL on NVIDIA GPUs), as JAX raises it in Python.
-_COLLECTIVE_FAILURE = re.compile(r"Gloo .* failed|gloo/transport|NCCL|Connection (reset|closed) by peer")
+#: What a collective that failed because a peer went away says, as JAX raises
+#: it in Python: Gloo on CPUs (seen here); NCCL on NVIDIA GPUs (its wording for
+#: a vanished peer, not seen on this project's machines).
+_COLLECTIVE_FAILURE = re.compile(r"Gloo .* failed|gloo/transport|Connection (reset|closed) by peer"
+                                 r"|NCCL.*(remote process|unhandled system error)")
 
 #: The runtime's abort, and how it names the lost process.
 _RUNTIME_ABORT = "JAX distributed service detected fatal errors"
