@@ -20,7 +20,7 @@ FLOORS = {
     "inference": 3, "checkpoint": 3, "progress": 3, "plots": 3, "steps": 3, "liveview": 3,
     "model": 2, "data": 2, "cifarfiles": 2, "download": 2, "rundir": 2, "backend": 2, "config": 2,
     "table": 2, "images": 2, "fixtures": 2, "budget": 2,
-    "fsutil": 1, "metrics": 1, "safepickle": 1, "quietlog": 1,
+    "fsutil": 1, "metrics": 1, "safepickle": 1, "quietlog": 1, "cluster": 1,
 }
 
 

@@ -192,8 +192,8 @@ def device_scope(devices: list[str]):
 
 @functools.cache
 def process_slot() -> tuple[int, int]:
-    """(process count, this process's index): (1, 0) but under a multi-host
-    keras.distribution (JAX). Fixed for the life of the process, so looked up once."""
+    """(process count, this process's index): (1, 0) but in a cluster of JAX
+    processes (``initialize_hosts``). Fixed for the life of the process, so looked up once."""
     if name() not in DISTRIBUTED_BACKENDS:
         return 1, 0
     import jax
@@ -201,14 +201,83 @@ def process_slot() -> tuple[int, int]:
     return jax.process_count(), jax.process_index()
 
 
+def _env_int(var: str) -> int | None:
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{var}={text!r} is not a whole number") from None
+
+
 def initialize_hosts(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
-    """Join a multi-host JAX cluster (keras.distribution.initialize); it must
-    happen before anything computes."""
+    """Join a cluster of JAX processes; it must happen before anything computes.
+
+    What is not given is read from Keras' variables (KERAS_DISTRIBUTION_*,
+    as keras.distribution.initialize reads them), then by JAX from the cluster's
+    (SLURM, Open MPI). jax.distributed.initialize is called here, not through
+    keras.distribution.initialize, which passes it none of the runtime's
+    timeouts (vggcifar.cluster.TIMEOUTS) and draws a seed that every run here
+    sets itself.
+    """
     if name() != "jax":
         raise ValueError(f"multi-host training needs the JAX backend, not {name()}: run with KERAS_BACKEND=jax")
+    coordinator = coordinator or os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES") or None
+    num_processes = _env_int("KERAS_DISTRIBUTION_NUM_PROCESSES") if num_processes is None else num_processes
+    process_id = _env_int("KERAS_DISTRIBUTION_PROCESS_ID") if process_id is None else process_id
     if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
         raise ValueError(f"--process-id {process_id} is outside 0..{num_processes - 1}")
-    keras.distribution.initialize(coordinator, num_processes, process_id)
+    import jax
+
+    from vggcifar import cluster
+
+    limits = cluster.timeouts()
+    coordinator = coordinator.split(",")[0] if coordinator else None  # Keras' list of all job addresses
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id,
+                                   initialization_timeout=limits["initialization"],
+                                   heartbeat_timeout_seconds=limits["heartbeat"],
+                                   shutdown_timeout_seconds=limits["shutdown"])
+    except (ValueError, TypeError) as exc:  # what is missing, after JAX looked at SLURM's and Open MPI's variables
+        raise ValueError(f"cannot join the processes ({exc}): pass --coordinator HOST:PORT (process 0's address), "
+                         "--num-processes N and --process-id I, or start them under SLURM or Open MPI") from None
+
+
+def leave_hosts() -> None:
+    """After a run that every process finished alike: wait for the others and
+    leave the cluster (a barrier, up to the shutdown timeout)."""
+    import jax
+
+    jax.distributed.shutdown()
+
+
+def agree_max(values) -> list[int]:
+    """The element-wise maximum of ``values`` (small integers) over all
+    processes; ``values`` itself in a single process. With several, a
+    collective: every process calls it at the same point of its run."""
+    values = [int(v) for v in values]
+    count, _ = process_slot()
+    if count == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    gathered = np.asarray(multihost_utils.process_allgather(np.asarray(values, np.int32)))
+    return [int(v) for v in gathered.reshape(count, len(values)).max(axis=0)]
+
+
+def gather_ints(values, width: int) -> np.ndarray:
+    """Every process's ``values`` (at most ``width`` small integers each), one
+    row per process in process order, padded with -1; a collective as ``agree_max``."""
+    values = [int(v) for v in values][:width]
+    row = np.full(width, -1, np.int32)
+    row[:len(values)] = values
+    count, _ = process_slot()
+    if count == 1:
+        return row[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(row)).reshape(count, width)
 
 
 def describe() -> str:

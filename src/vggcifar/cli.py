@@ -3,7 +3,9 @@
 Every failure a user can cause ends in one line on stderr that says what is
 wrong and how to fix it, and exit status 2; no traceback. A training run that
 stops early exits with its own status (``exit_status``). Keras and its backend
-are imported only by the commands that build or run a model.
+are imported only by the commands that build or run a model. Trained as one
+of several processes, the command runs its training as a supervised child
+(vggcifar.cluster) and says how it ended.
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ import sys
 STATUS_BAD_INPUT = 2
 STATUS_DIVERGED = 3
 STATUS_INTERRUPTED = 1  # a step budget ran out (not reachable from the command line)
+#: Training on several processes: another process was lost. sysexits.h's
+#: EX_TEMPFAIL ("a later try may succeed"): --resume on every process continues.
+STATUS_LOST_PROCESS = 75
 
 
 def exit_status(stop) -> int:
     """The exit status for a ``vggcifar.train.TrainingStopped``."""
-    from vggcifar.train import Diverged, Interrupted
+    from vggcifar.train import Diverged, Interrupted, ProcessLost
 
     if isinstance(stop, Diverged):
         return STATUS_DIVERGED
+    if isinstance(stop, ProcessLost):
+        return STATUS_LOST_PROCESS
     if isinstance(stop, Interrupted) and stop.signum in (signal.SIGINT, signal.SIGTERM):
         return 128 + stop.signum
     return STATUS_INTERRUPTED
@@ -203,16 +210,89 @@ MULTI_HOST_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PR
                   "KERAS_DISTRIBUTION_PROCESS_ID")
 
 
-def _initialize_hosts(args: argparse.Namespace) -> None:
-    """Join a multi-host JAX cluster when the options or keras' variables say so."""
+def _cluster_wanted(args: argparse.Namespace) -> bool:
+    """Whether this command trains as one of several processes: the options or Keras' variables say so."""
     import os
 
-    given = (args.coordinator, args.num_processes, args.process_id)
-    if all(v is None for v in given) and not any(os.environ.get(k) for k in MULTI_HOST_ENV):
+    given = (getattr(args, "coordinator", None), getattr(args, "num_processes", None),
+             getattr(args, "process_id", None))
+    return args.command in ("train", "experiment") and (
+        any(v is not None for v in given) or any(os.environ.get(k) for k in MULTI_HOST_ENV))
+
+
+def _initialize_hosts(args: argparse.Namespace) -> None:
+    """Join a multi-host JAX cluster when the options or keras' variables say so."""
+    if not _cluster_wanted(args):
         return
     from vggcifar import backend
 
-    backend.initialize_hosts(*given)
+    backend.initialize_hosts(args.coordinator, args.num_processes, args.process_id)
+
+
+def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    """One of several processes: run the training as a worker and say how it
+    ended (vggcifar.cluster); a lost peer is one line and STATUS_LOST_PROCESS."""
+    import shlex
+
+    from vggcifar import cluster
+
+    if not args.run_dir:
+        raise UsageError("training on several processes needs --run-dir: each process its own folder, "
+                         "which --resume continues")
+    end = cluster.run_worker(argv)
+    if end.never_joined:
+        raise UsageError(f"the processes did not all start within {cluster.timeouts()['initialization']} s "
+                         f"({cluster.TIMEOUTS['initialization'][0]}): start every process, each with process 0's "
+                         "address in --coordinator HOST:PORT, reachable from every host")
+    resume = shlex.join(["vggcifar", *argv, *([] if "--resume" in argv else ["--resume"])])
+    if end.peer_lost:
+        who = "another process" if end.lost is None else f"process {end.lost}"
+        print(f"vggcifar: {who} was lost ({end.detail or 'it stopped answering'}); this process stopped and its "
+              f"checkpoints are intact: start every process again with --resume (here: {resume})", file=sys.stderr)
+        return STATUS_LOST_PROCESS
+    if end.held:  # not explained here: everything the worker said
+        sys.stderr.write(end.held)
+    if end.signal is not None:
+        print(f"vggcifar: the training process was ended by signal {end.signal}; its checkpoints are "
+              f"intact: continue with {resume}", file=sys.stderr)
+    return end.status
+
+
+def _cluster_worker(args: argparse.Namespace):
+    """Run the command as one process of several, under ``_supervise``, and
+    leave with os._exit: JAX's exit hook waits at a barrier for every process,
+    which only the ends that every process reaches at the same step may do."""
+    import os
+
+    from vggcifar import backend, cluster
+    from vggcifar.train import ProcessLost
+
+    cluster.become_worker()
+    together = False  # every process ends this way at this point (done, diverged, stopped on request)
+    try:
+        status = args.func(args)
+        together = True
+    except ProcessLost as lost:
+        status = _await_verdict(lost.reason)
+    except (UsageError, ValueError, OSError) as exc:
+        status = _await_verdict(str(exc)) if cluster.collective_failed(exc) else _error_status(exc)
+    except KeyboardInterrupt:
+        print("vggcifar: interrupted", file=sys.stderr)
+        status = 130
+    if together:
+        backend.leave_hosts()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _await_verdict(reason: str) -> int:
+    """A collective failed: the supervisor tells which process was lost, from
+    the runtime's verdict (vggcifar.cluster.await_verdict)."""
+    from vggcifar import cluster
+
+    cluster.await_verdict(reason, cluster.timeouts()["heartbeat"])
+    return STATUS_LOST_PROCESS
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -310,10 +390,12 @@ def _plan(args: argparse.Namespace, milestones: list[int] | None = None):
 def _train(plan, quiet: bool) -> int:
     """Train one run folder; the exit status."""
     from vggcifar import experiment
-    from vggcifar.train import TrainingStopped
+    from vggcifar.train import ProcessLost, TrainingStopped
 
     try:
         metrics = experiment.run_plan(plan, verbose=0 if quiet else 1)
+    except ProcessLost:  # said by the supervisor (_supervise)
+        raise
     except TrainingStopped as stop:
         print(f"vggcifar: {stop.reason}", file=sys.stderr)
         return exit_status(stop)
@@ -345,7 +427,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
     """One run folder per recipe under --run-dir, then comparison.md and .json."""
     from vggcifar import experiment
-    from vggcifar.train import Diverged, TrainingStopped
+    from vggcifar.train import Diverged, ProcessLost, TrainingStopped
 
     if args.resume and not args.run_dir:
         raise UsageError("--resume needs --run-dir: the folder of the comparison to continue")
@@ -356,6 +438,8 @@ def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
     try:
         result = experiment.compare(root, plans, verbose=0 if args.quiet else 1,
                                     warn=lambda reason: print(f"vggcifar: {reason}", file=sys.stderr))
+    except ProcessLost:  # said by the supervisor (_supervise)
+        raise
     except TrainingStopped as stop:  # interrupted: stop here, --resume continues
         print(f"vggcifar: {stop.reason}", file=sys.stderr)
         return exit_status(stop)
@@ -368,7 +452,7 @@ def _over_seeds(args: argparse.Namespace, recipes: list[str]) -> int:
     """One run folder per seed under --run-dir (per recipe, with several),
     then seeds.json and report.md (and comparison.md over the recipes)."""
     from vggcifar import experiment, seeds
-    from vggcifar.train import Diverged, TrainingStopped
+    from vggcifar.train import Diverged, ProcessLost, TrainingStopped
 
     if args.seed is not None:
         raise UsageError("--seed and --seeds: give one of them")
@@ -394,6 +478,8 @@ def _over_seeds(args: argparse.Namespace, recipes: list[str]) -> int:
                                                 args.milestones, data_record(args), resume=args.resume)
             result = seeds.compare_seeds(root, plans, verbose=verbose, warn=warn)
             written = result.markdown
+    except ProcessLost:  # said by the supervisor (_supervise)
+        raise
     except TrainingStopped as stop:  # interrupted: stop here, --resume continues every seed
         print(f"vggcifar: {stop.reason}", file=sys.stderr)
         print(f"vggcifar: to continue every seed: vggcifar experiment --resume --run-dir {root} "
@@ -581,18 +667,32 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if _cluster_wanted(args):
+        from vggcifar import cluster
+
+        if cluster.is_worker():
+            _cluster_worker(args)
+        try:
+            return _supervise(args, sys.argv[1:] if argv is None else list(argv))
+        except UsageError as exc:
+            return _error_status(exc)
     try:
         return args.func(args)
     except (UsageError, ValueError, OSError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        from vggcifar.fsutil import is_disk_full
-
-        if is_disk_full(exc):
-            message = (f"no space left on device while writing {exc.filename or 'a file'}; the files "
-                       "written before are intact: free some space and run the command again "
-                       "(add --resume to continue a training run)")
-        print(f"vggcifar: error: {message}", file=sys.stderr)
-        return STATUS_BAD_INPUT
+        return _error_status(exc)
     except KeyboardInterrupt:
         print("vggcifar: interrupted", file=sys.stderr)
         return 130
+
+
+def _error_status(exc: Exception) -> int:
+    """Say what went wrong in one line; STATUS_BAD_INPUT."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    from vggcifar.fsutil import is_disk_full
+
+    if is_disk_full(exc):
+        message = (f"no space left on device while writing {exc.filename or 'a file'}; the files "
+                   "written before are intact: free some space and run the command again "
+                   "(add --resume to continue a training run)")
+    print(f"vggcifar: error: {message}", file=sys.stderr)
+    return STATUS_BAD_INPUT

@@ -128,6 +128,18 @@ def remove_stale_temps(folder) -> None:
                 p.unlink()
 
 
+def remove_dir(folder) -> None:
+    """Remove ``folder`` whole: renamed aside first (a temp that
+    ``remove_stale_temps`` clears if the process is killed here), so it is
+    never seen half removed."""
+    folder = Path(folder)
+    aside = folder.with_name(f".{folder.name}.old.tmp")
+    shutil.rmtree(aside, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(folder, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 class LockError(OSError):
     pass
 

@@ -18,7 +18,7 @@ import numpy as np
 
 import keras
 
-from vggcifar import backend, checkpoint, steps
+from vggcifar import backend, checkpoint, cluster, steps
 from vggcifar.budget import warmup_steps
 from vggcifar.checkpoint import TrainState
 from vggcifar.config import TrainConfig, effective_val_split
@@ -49,6 +49,11 @@ class Interrupted(TrainingStopped):
 
 class Diverged(TrainingStopped):
     """The loss or the weights became non-finite; the last good checkpoint is kept."""
+
+
+class ProcessLost(TrainingStopped):
+    """Under several processes, a collective failed because another process
+    went away. The checkpoints are intact; --resume on every process continues."""
 
 
 # --------------------------------------------------------------------------- #
@@ -235,6 +240,22 @@ def make_runner(train_model, x: np.ndarray, y: np.ndarray, num_classes: int, *, 
     return steps.make_runner(train_model, x, y, num_classes)
 
 
+def check_same_data(x: np.ndarray, y: np.ndarray) -> None:
+    """Under several processes (a collective): raise ValueError on every
+    process unless all train on the same images and labels. Each feeds its
+    own rows of every batch from its own copy, so copies that differ would
+    train on a mix without a word."""
+    import zlib
+
+    digest = zlib.crc32(np.ascontiguousarray(y).tobytes(), zlib.crc32(np.ascontiguousarray(x).tobytes()))
+    rows = backend.gather_ints([digest >> 16, digest & 0xFFFF, len(x)], 3)
+    differ = [i for i, row in enumerate(rows) if not np.array_equal(row, rows[0])]
+    if differ:
+        raise ValueError(f"process {differ[0]}'s training set differs from process 0's ({rows[differ[0]][2]} and "
+                         f"{rows[0][2]} images, CRC-32 differs): give every process the same data "
+                         "(the same --data archive and limits, or --dataset synthetic)")
+
+
 def nonfinite_variables(variables) -> list[str]:
     """Paths of the float variables that hold a NaN or an infinity (checked
     on the device: one scalar per variable crosses to the host)."""
@@ -307,12 +328,18 @@ def fit(
     checkpoint and raise ``Interrupted``; so does ``max_steps`` (steps in this
     call: for tests and benchmarks of interruption). The model is built and
     trained on ``config.devices`` (data-parallel on more than one, see
-    ``backend.device_scope``).
+    ``backend.device_scope``). Under several processes, a collective that
+    fails because another process went away raises ``ProcessLost``.
     """
     devices = backend.resolve_devices(config.devices, config.batch_size)
     with backend.device_scope(devices):
-        loop = _Loop(config, data, RunDir(run_dir), devices=len(devices), log=log, verbose=verbose)
-        return loop.run(resume=resume, on_epoch_end=on_epoch_end, max_steps=max_steps)
+        try:
+            loop = _Loop(config, data, RunDir(run_dir), devices=len(devices), log=log, verbose=verbose)
+            return loop.run(resume=resume, on_epoch_end=on_epoch_end, max_steps=max_steps)
+        except Exception as exc:
+            if backend.process_slot()[0] > 1 and cluster.collective_failed(exc):
+                raise ProcessLost(f"a collective across processes failed: {str(exc).splitlines()[0]}") from None
+            raise
 
 
 class _Loop:
@@ -322,6 +349,8 @@ class _Loop:
         self.config, self.run_dir, self.log = config, run, log
         self.num_classes = data.num_classes
         self.x, self.y, self.x_val, self.y_val = split_validation(config, data)
+        if backend.process_slot()[0] > 1:
+            check_same_data(self.x, self.y)
         self.used = usable_images(len(self.x), config.batch_size, devices)
         self.steps_per_epoch = math.ceil(self.used / config.batch_size)
         self.model, self.train_model = build_training(config, data.num_classes, self.steps_per_epoch)
@@ -366,10 +395,12 @@ class _Loop:
                 steps_this_call += len(rows)
                 last_of_epoch = step + len(rows) == self.steps_per_epoch
                 if not last_of_epoch:
-                    if signals.received is not None or steps_this_call >= budget:
+                    signum, due = self._agree(signals.received,
+                                              time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60)
+                    if signum is not None or steps_this_call >= budget:
                         self._checkpoint(epoch)
-                        raise self._interrupted(signals.received)
-                    if time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
+                        raise self._interrupted(signum)
+                    if due:
                         self._checkpoint(epoch)
                         last_checkpoint = time.monotonic()
                     continue
@@ -378,9 +409,19 @@ class _Loop:
                 new_epoch = True
                 if state.epoch == config.epochs:
                     break
-                if signals.received is not None or steps_this_call >= budget:
-                    raise self._interrupted(signals.received)
+                signum, _ = self._agree(signals.received, False)
+                if signum is not None or steps_this_call >= budget:
+                    raise self._interrupted(signum)
         return FitResult(self.model, state)
+
+    @staticmethod
+    def _agree(received: int | None, due: bool) -> tuple[int | None, bool]:
+        """(the signal to stop on, whether a timed checkpoint is due), the same
+        on every process: under several, any one's signal and clock decide for
+        all (one small collective a call), so all stop and checkpoint at the
+        same step."""
+        signum, due = backend.agree_max([received or 0, due])
+        return signum or None, bool(due)
 
     def _count(self, losses: np.ndarray, accuracies: np.ndarray, images: int, seconds: float) -> None:
         """Add one call's steps (``images`` each) to the state and the progress bar."""
