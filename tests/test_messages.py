@@ -28,12 +28,22 @@ def model_file(tmp_path_factory):
     return path
 
 
-def refusal(path) -> str:
-    with pytest.raises(ValueError) as caught:
-        load_model(path)
+def refusal(path, read=None, error=ValueError) -> str:
+    """What ``read`` (load_model by default) raises for ``path``: one line that names the file."""
+    with pytest.raises(error) as caught:
+        (read or load_model)(path)
     text = str(caught.value)
     assert len(text.splitlines()) == 1 and str(path) in text, text
     return text
+
+
+def refusal_and_peak_memory(path) -> tuple[str, int]:
+    """``refusal(path)`` and the peak of Python's allocations while it ran."""
+    tracemalloc.start()
+    try:
+        return refusal(path), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 # --------------------------------------------------------------------------- #
@@ -105,12 +115,7 @@ def test_config_that_inflates_to_hundreds_of_mb_is_refused_unread(tmp_path, noth
     path = tmp_path / "bomb.keras"
     keras_zip(path, b" " * (2 * MAX_CONFIG_BYTES))
     assert path.stat().st_size < MAX_CONFIG_BYTES // 100
-    tracemalloc.start()
-    try:
-        text = refusal(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    text, peak = refusal_and_peak_memory(path)
     assert f"its config.json member would inflate to {2 * MAX_CONFIG_BYTES:,} bytes" in text, text
     assert "16,777,216" in text and "refused before reading it" in text
     assert peak < 1 << 20, peak  # the 32 MiB were never inflated
@@ -139,12 +144,7 @@ def test_config_that_lies_small_is_cut_at_its_declared_size(tmp_path):
     path = tmp_path / "small-lie.keras"
     keras_zip(path, b" " * (4 * MAX_CONFIG_BYTES))
     set_declared_size(path, "config.json", 2)
-    tracemalloc.start()
-    try:
-        text = refusal(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    text, peak = refusal_and_peak_memory(path)
     assert "is not a complete .keras (zip) file (its config.json member is damaged" in text, text
     assert peak < 8 << 20, peak
 
@@ -173,11 +173,7 @@ def jpeg_claiming(path, width: int, height: int) -> bytes:
 
 
 def picture_refusal(path) -> str:
-    with pytest.raises(ImageError) as caught:
-        read_image(path)
-    text = str(caught.value)
-    assert len(text.splitlines()) == 1 and str(path) in text, text
-    return text
+    return refusal(path, read_image, ImageError)
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpg"])
