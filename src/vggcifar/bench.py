@@ -312,7 +312,7 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
     per_train_image = TRAIN_FORWARD_PASSES * forward
     env = backend.environment()
     precision = backend.resolve_precision(config.precision)
-    compute_dtype = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(precision, "float32")
+    compute_dtype = keras.DTypePolicy(precision).compute_dtype
     peak = matmul_peak_gflops(numpy=env["device"].get("kind") == "cpu", dtype=compute_dtype)
     train_ips = train["images_per_second"]["median"]
     achieved = train_ips * per_train_image / 1e9
@@ -342,7 +342,6 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
         "achieved_gflops": achieved,
         "predict_achieved_gflops": predict["images_per_second"]["median"] * forward / 1e9,
         "peak_gflops": peak["gflops"],
-        "peak_dtype": compute_dtype,
         "peak_matmul_n": peak["n"],
         "peak_source": peak["source"],
         "peak_gflops_by_source": {k[:-7]: v for k, v in peak.items() if k.endswith("_gflops")},
@@ -398,7 +397,7 @@ def format_report(r: dict) -> str:
     lines += [
         f"work       {r['forward_gflop_per_image']:.3f} GFLOP forward, {r['train_gflop_per_image']:.3f} "
         f"per trained image: {r['achieved_gflops']:.1f} GFLOP/s achieved",
-        f"peak       {r['peak_gflops']:.1f} GFLOP/s {r['peak_dtype']} matmul ({r['peak_source']}, "
+        f"peak       {r['peak_gflops']:.1f} GFLOP/s {r['compute_dtype']} matmul ({r['peak_source']}, "
         f"n={r['peak_matmul_n']}): "
         f"{100 * r['fraction_of_peak']:.0f}% of it",
         f"cpu        {r['train_cpu_seconds_per_second']:.2f} CPU seconds per second while training, "

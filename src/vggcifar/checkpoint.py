@@ -72,7 +72,7 @@ def load(run: RunDir, train_model, warn=print) -> TrainState | None:
 
     fsutil.remove_stale_temps(run.checkpoints)
     variables = training_variables(train_model)
-    shared = backend.process_slot()[0] > 1
+    shared = backend.several_processes()
     candidates = common_checkpoint(run, warn) if shared else run.list_checkpoints()
     tried = []
     for ckpt in reversed(candidates):

@@ -38,6 +38,17 @@ def exit_status(stop) -> int:
     return STATUS_INTERRUPTED
 
 
+def _stopped(stop) -> int:
+    """Say why a run stopped early, in one line; its exit status. A lost
+    process is raised on: the supervisor says it (``_supervise``)."""
+    from vggcifar.train import ProcessLost
+
+    if isinstance(stop, ProcessLost):
+        raise stop
+    print(f"vggcifar: {stop.reason}", file=sys.stderr)
+    return exit_status(stop)
+
+
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
@@ -390,15 +401,12 @@ def _plan(args: argparse.Namespace, milestones: list[int] | None = None):
 def _train(plan, quiet: bool) -> int:
     """Train one run folder; the exit status."""
     from vggcifar import experiment
-    from vggcifar.train import ProcessLost, TrainingStopped
+    from vggcifar.train import TrainingStopped
 
     try:
         metrics = experiment.run_plan(plan, verbose=0 if quiet else 1)
-    except ProcessLost:  # said by the supervisor (_supervise)
-        raise
     except TrainingStopped as stop:
-        print(f"vggcifar: {stop.reason}", file=sys.stderr)
-        return exit_status(stop)
+        return _stopped(stop)
     print(experiment.finished_line(metrics, plan.run_dir))
     return 0
 
@@ -427,7 +435,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
     """One run folder per recipe under --run-dir, then comparison.md and .json."""
     from vggcifar import experiment
-    from vggcifar.train import Diverged, ProcessLost, TrainingStopped
+    from vggcifar.train import Diverged, TrainingStopped
 
     if args.resume and not args.run_dir:
         raise UsageError("--resume needs --run-dir: the folder of the comparison to continue")
@@ -438,11 +446,8 @@ def _compare_recipes(args: argparse.Namespace, recipes: list[str]) -> int:
     try:
         result = experiment.compare(root, plans, verbose=0 if args.quiet else 1,
                                     warn=lambda reason: print(f"vggcifar: {reason}", file=sys.stderr))
-    except ProcessLost:  # said by the supervisor (_supervise)
-        raise
     except TrainingStopped as stop:  # interrupted: stop here, --resume continues
-        print(f"vggcifar: {stop.reason}", file=sys.stderr)
-        return exit_status(stop)
+        return _stopped(stop)
     print(f"comparison: {result.markdown}")
     # A recipe whose loss diverged: the comparison says so; the others ran.
     return exit_status(Diverged("")) if result.diverged else 0
@@ -452,7 +457,7 @@ def _over_seeds(args: argparse.Namespace, recipes: list[str]) -> int:
     """One run folder per seed under --run-dir (per recipe, with several),
     then seeds.json and report.md (and comparison.md over the recipes)."""
     from vggcifar import experiment, seeds
-    from vggcifar.train import Diverged, ProcessLost, TrainingStopped
+    from vggcifar.train import Diverged, TrainingStopped
 
     if args.seed is not None:
         raise UsageError("--seed and --seeds: give one of them")
@@ -478,14 +483,12 @@ def _over_seeds(args: argparse.Namespace, recipes: list[str]) -> int:
                                                 args.milestones, data_record(args), resume=args.resume)
             result = seeds.compare_seeds(root, plans, verbose=verbose, warn=warn)
             written = result.markdown
-    except ProcessLost:  # said by the supervisor (_supervise)
-        raise
     except TrainingStopped as stop:  # interrupted: stop here, --resume continues every seed
-        print(f"vggcifar: {stop.reason}", file=sys.stderr)
+        status = _stopped(stop)
         print(f"vggcifar: to continue every seed: vggcifar experiment --resume --run-dir {root} "
               f"--seeds {','.join(map(str, args.seeds))}" + (f" --recipe {','.join(recipes)}" if len(recipes) > 1
                                                               else ""), file=sys.stderr)
-        return exit_status(stop)
+        return status
     print(f"over seeds: {written}")
     return exit_status(Diverged("")) if result.diverged else 0
 
@@ -687,8 +690,9 @@ def _main(argv: list[str] | None) -> int:
 
 def _error_status(exc: Exception) -> int:
     """Say what went wrong in one line; STATUS_BAD_INPUT."""
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    from vggcifar.fsutil import is_disk_full
+    from vggcifar.fsutil import first_line, is_disk_full
+
+    message = first_line(exc)
 
     if is_disk_full(exc):
         message = (f"no space left on device while writing {exc.filename or 'a file'}; the files "

@@ -111,6 +111,22 @@ def _resolved(config: TrainConfig, data: CifarData) -> tuple[TrainConfig, dict]:
     return config, env
 
 
+def _begin(run: RunDir, config: TrainConfig, data: CifarData, milestones: list[int], data_args: dict | None, *,
+           resume: bool, separate_runs: bool = False) -> tuple[TrainConfig, dict]:
+    """Under the run's lock, before training: clear stale temps, refuse a
+    folder that holds a run unless resuming (for separate runs, any of their
+    folders), and write the resolved config, run.json and environment.json."""
+    run.remove_stale_temps()
+    held = run.holds_run() or (separate_runs and any(run.separate_run(m).holds_run() for m in milestones))
+    if held and not resume:
+        raise ValueError(f"{run.path} already holds a run; pass --resume to continue it or choose another --run-dir")
+    config, env = _resolved(config, data)
+    run.write_config(config)
+    run.write_run(milestones, data_args or {}, separate_runs=separate_runs)
+    run.write_environment(env)
+    return config, env
+
+
 def train_run(
     config: TrainConfig,
     data: CifarData,
@@ -128,14 +144,7 @@ def train_run(
     run = RunDir(run_dir)
     milestones = check_milestones(config, milestones or [config.epochs])
     with run.lock():
-        run.remove_stale_temps()
-        if not resume and run.holds_run():
-            raise ValueError(f"{run.path} already holds a run; pass --resume to continue it "
-                             "or choose another --run-dir")
-        config, env = _resolved(config, data)
-        run.write_config(config)
-        run.write_run(milestones, data_args or {})
-        run.write_environment(env)
+        config, env = _begin(run, config, data, milestones, data_args, resume=resume)
         short = announce(config, len(data.x_train) - config.val_split, log)
         milestone_run = _MilestoneRun(run, config, data, milestones, env, resume=resume, log=log, short_run=short)
         try:
@@ -170,14 +179,7 @@ def train_separately(
     run = RunDir(run_dir)
     milestones = check_milestones(config, milestones or [config.epochs])
     with run.lock():
-        run.remove_stale_temps()
-        if not resume and (run.holds_run() or any(run.separate_run(m).holds_run() for m in milestones)):
-            raise ValueError(f"{run.path} already holds a run; pass --resume to continue it "
-                             "or choose another --run-dir")
-        config, env = _resolved(config, data)
-        run.write_config(config)
-        run.write_run(milestones, data_args or {}, separate_runs=True)
-        run.write_environment(env)
+        config, env = _begin(run, config, data, milestones, data_args, resume=resume, separate_runs=True)
         if config.epoch_independent_schedule:
             log(f"note: the `{config.schedule}` schedule depends only on the step count: one run with "
                 "milestones gives these results for less compute")
@@ -202,6 +204,8 @@ def _write_separate_report(run: RunDir, config: TrainConfig, env: dict, results:
                   environment=env, config=config.to_dict(), notes=notes,
                   curves=f"{last.path.name}/{last.curves.name}")
     run.write_report(text)
+
+
 def announce(config: TrainConfig, train_images: int, log) -> dict | None:
     """Before training, once: how the learning rate was set, and the word
     when the run is too short to learn (``budget.short_run``, returned)."""

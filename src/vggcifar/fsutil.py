@@ -251,5 +251,11 @@ class RunLock:
         self.release()
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's message in one line (its first), or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC

@@ -57,6 +57,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vggcifar.fsutil import first_line
+
 #: The formats accepted, as Pillow names them (MPO is a JPEG with extra pictures).
 ALLOWED_FORMATS = ("PNG", "JPEG", "MPO")
 #: The Pillow readers run on a file: nothing else parses its bytes.
@@ -90,18 +92,13 @@ def _corrupt(path, fmt: str, why: str) -> ImageError:
     return ImageError(f"{path}: {fmt} file is truncated or corrupt ({why}); save the picture again as PNG or JPEG")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _check_file(path: Path) -> None:
     try:
         st = path.stat()
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except OSError as exc:
-        raise ImageError(f"{path}: cannot be read ({exc.strerror or _first_line(exc)})") from None
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or first_line(exc)})") from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageError(f"{path}: is a directory, not an image file; name the image files in it")
     if not stat.S_ISREG(st.st_mode):
@@ -193,7 +190,7 @@ def _open(path: Path) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise _refused_by_pillow(path) from None
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-            raise _corrupt(path, _claimed_format(path), _first_line(exc)) from None
+            raise _corrupt(path, _claimed_format(path), first_line(exc)) from None
     if im.format not in ALLOWED_FORMATS:  # a reader that answers with another format name
         im.close()
         raise ImageError(f"{path}: is a {im.format} image; only PNG and JPEG are accepted: convert it to PNG")
@@ -233,13 +230,13 @@ def read_image(path) -> np.ndarray:
     try:
         im = _open(path)
     except OSError as exc:  # the file vanished or became unreadable meanwhile
-        raise ImageError(f"{path}: cannot be read ({exc.strerror or _first_line(exc)})") from None
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or first_line(exc)})") from None
     with im:
         fmt = "JPEG" if im.format == "MPO" else im.format
         try:
             im.load()
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-            raise _corrupt(path, fmt, _first_line(exc)) from None
+            raise _corrupt(path, fmt, first_line(exc)) from None
         upright = ImageOps.exif_transpose(im)
         rgb = _to_rgb(upright)
     return np.ascontiguousarray(rgb, dtype=np.uint8)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vggcifar.fsutil import first_line
+
 INFERENCE_BATCH = 256  # images per predict step; memory only, not numerics
 #: Test-time augmentation: "none", or "flip": the mean softmax of each image
 #: and its horizontal mirror.
@@ -50,7 +52,7 @@ def check_keras_archive(path: Path) -> None:
             # compressed bytes in one piece, up to 1,000 times their size).
             damaged = archive.testzip()
     except (zipfile.BadZipFile, EOFError) as exc:
-        raise _not_a_keras_zip(path, _first_line(exc)) from None
+        raise _not_a_keras_zip(path, first_line(exc)) from None
     if damaged is not None:
         raise _not_a_keras_zip(path, f"its {damaged} member is damaged: its checksum does not match")
 
@@ -65,11 +67,6 @@ def _check_member_sizes(path: Path, members) -> None:
             raise ValueError(f"{path}: its {m.filename} member would inflate from {m.compress_size:,} to "
                              f"{m.file_size:,} bytes (Keras stores members uncompressed); refused before reading "
                              "it: a decompression bomb, not a model saved by Keras")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_model(path):
@@ -89,9 +86,9 @@ def load_model(path):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except zipfile.BadZipFile as exc:  # a member's bytes damaged (its checksum fails)
-        raise _not_a_keras_zip(path, _first_line(exc)) from None
+        raise _not_a_keras_zip(path, first_line(exc)) from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         # Keras' text goes on to suggest turning safe mode off: this command never does.
         first = first.split(" If you trust", 1)[0].strip()
         raise ValueError(f"{path}: cannot be loaded safely ({first})") from None

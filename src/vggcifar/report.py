@@ -16,6 +16,10 @@ COLLAPSE_CAUSES = (
     "and no batch normalisation; the `spec-he` and `vgg16-bn` recipes address these"
 )
 
+#: Above every report and comparison of runs on the synthetic set.
+SYNTHETIC_NOTE = ("> **Synthetic data.** These figures come from the synthetic CIFAR-shaped set, not CIFAR-10: "
+                  "they show that the pipeline works, nothing about VGG-16 on CIFAR-10.")
+
 
 def collapse_message(metrics: dict) -> str | None:
     c = metrics.get("collapse")
@@ -52,10 +56,12 @@ def milestones_note(recipe: str, schedule: str, epoch_independent: bool, milesto
             f"milestone is a point on one {last}-epoch schedule, not the result of a shorter run (a "
             f"{milestones[0]}-epoch run would lower its rate to the end within {milestones[0]} epochs). "
             "`vggcifar experiment --separate-runs` trains each length as a run of its own.")
+
+
 def learning_rate_text(config: dict) -> str:
     """How a run's learning rate was set, from its config.json: the log says
     it once, report.md in "How this was made"."""
-    from vggcifar.config import make_config, scaled_lr
+    from vggcifar.config import RECIPES, scaled_lr
 
     lr, batch = config.get("lr"), config.get("batch_size")
     if lr is None or batch is None:  # a config.json that predates these fields
@@ -67,7 +73,7 @@ def learning_rate_text(config: dict) -> str:
     if rule == "linear":
         return (f"learning rate {lr:g} at batch {batch}, the batch it is given for "
                 "(another --batch-size scales it linearly)")
-    if make_config(config.get("recipe", "spec")).lr_scaling == "linear":
+    if RECIPES.get(config.get("recipe"), {}).get("lr_scaling") == "linear":
         return f"learning rate {lr:g} at batch {batch}, as given (not scaled with the batch size)"
     return f"learning rate {lr:g} at batch {batch}, the recipe's at any batch size (not scaled)"
 
@@ -176,8 +182,7 @@ def render(
     data = environment.get("dataset", {})
     out = [f"# {title}", ""]
     if data.get("synthetic"):
-        out += ["> **Synthetic data.** These figures come from the synthetic CIFAR-shaped set, "
-                "not CIFAR-10: they show that the pipeline works, nothing about VGG-16 on CIFAR-10.", ""]
+        out += [SYNTHETIC_NOTE, ""]
     if data.get("subset"):
         s = data["subset"]
         out += [f"> **Subset.** Trained on {s['train']} and tested on {s['test']} images, "
@@ -223,8 +228,7 @@ def comparison_markdown(comparison: dict) -> str:
     milestones = comparison["milestones"]
     out = [f"# VGG-16 on {comparison.get('dataset') or 'unknown data'}: recipes compared", ""]
     if comparison.get("synthetic"):
-        out += ["> **Synthetic data.** These figures come from the synthetic CIFAR-shaped set, "
-                "not CIFAR-10: they show that the pipeline works, nothing about VGG-16 on CIFAR-10.", ""]
+        out += [SYNTHETIC_NOTE, ""]
     head = ["recipe", *[f"accuracy after {m}" for m in milestones], "final accuracy", "collapsed",
             "time of learning", "images/s"]
     out += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(milestones) + 1) + "---|---:|---:|"]
@@ -276,8 +280,7 @@ def seeds_markdown(summary: dict) -> str:
     out = [f"# VGG-16 on {summary.get('dataset') or 'unknown data'}: recipe `{summary.get('recipe')}` over seeds "
            f"{seeds}", ""]
     if summary.get("synthetic"):
-        out += ["> **Synthetic data.** These figures come from the synthetic CIFAR-shaped set, "
-                "not CIFAR-10: they show that the pipeline works, nothing about VGG-16 on CIFAR-10.", ""]
+        out += [SYNTHETIC_NOTE, ""]
     out += ["## Summary", "", "| epochs | test accuracy, mean ± std (seeds) | time of learning, mean |",
             "|---:|---:|---:|"]
     for m, v in milestones.items():

@@ -216,6 +216,7 @@ def chunks(seed: int, images: int, batch_size: int, per_call: int, *, used: int 
     runs. Calls never cross an epoch's end, end at multiples of ``per_call``
     steps from the epoch's start (so a resumed run makes the same calls), and a
     short last batch is a call of its own."""
+    steps_per_epoch = math.ceil((images if used is None else used) / batch_size)
     pending: list[np.ndarray] = []
     first = None
     for e, s, idx in batches(seed, images, batch_size, used=used, epoch=epoch, step=step):
@@ -225,8 +226,7 @@ def chunks(seed: int, images: int, batch_size: int, per_call: int, *, used: int 
         if not pending:
             first = s
         pending.append(idx)
-        last = s + 1 == math.ceil((images if used is None else used) / batch_size)
-        if last or (s + 1) % per_call == 0:
+        if s + 1 == steps_per_epoch or (s + 1) % per_call == 0:
             yield e, first, np.stack(pending)
             pending = []
 
@@ -235,7 +235,7 @@ def make_runner(train_model, x: np.ndarray, y: np.ndarray, num_classes: int, *, 
     """What runs the training steps: one compiled call per K steps on one
     device (vggcifar.steps), Keras' train_on_batch under a data-parallel
     distribution (several devices or processes)."""
-    if devices > 1 or backend.process_slot()[0] > 1:
+    if devices > 1 or backend.several_processes():
         return steps.BatchRunner(train_model, x, y, num_classes, process_rows)
     return steps.make_runner(train_model, x, y, num_classes)
 
@@ -337,7 +337,7 @@ def fit(
             loop = _Loop(config, data, RunDir(run_dir), devices=len(devices), log=log, verbose=verbose)
             return loop.run(resume=resume, on_epoch_end=on_epoch_end, max_steps=max_steps)
         except Exception as exc:
-            if backend.process_slot()[0] > 1 and cluster.collective_failed(exc):
+            if backend.several_processes() and cluster.collective_failed(exc):
                 raise ProcessLost(f"a collective across processes failed: {str(exc).splitlines()[0]}") from None
             raise
 
@@ -349,7 +349,7 @@ class _Loop:
         self.config, self.run_dir, self.log = config, run, log
         self.num_classes = data.num_classes
         self.x, self.y, self.x_val, self.y_val = split_validation(config, data)
-        if backend.process_slot()[0] > 1:
+        if backend.several_processes():
             check_same_data(self.x, self.y)
         self.used = usable_images(len(self.x), config.batch_size, devices)
         self.steps_per_epoch = math.ceil(self.used / config.batch_size)
