@@ -28,8 +28,11 @@ demo: setup
 	$(BIN)/vggcifar experiment --recipe spec-he --dataset synthetic --limit-train 3000 --limit-test 1000 \
 		--milestones 3 --epochs 3 --set width=0.25 --set dense_units=256 --set val_split=500 --quiet --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
 
+# Two test processes, each module whole in one of them (its fixtures built
+# once); TEST_ARGS="-n 0" runs the suite in this process.
+TEST_ARGS ?= -n 2 --dist loadscope
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(TEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
