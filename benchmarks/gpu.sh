@@ -13,6 +13,7 @@
 #   bench-<backend>-spec   the spec recipe, float32, batch 32, with the spec's plain model.fit
 #   bench-<backend>-bn     vgg16-bn, bfloat16, batch 256
 #   train-jax-k<K>         2 epochs of vgg16-bn on 50,000 synthetic images, K=1 and K=auto steps a call
+#   levers-jax-loop        the spec at batch 32: K=1, K=32 calls of one step, and one lax.scan of 32
 #   peer-torch-spec/-bn    plain PyTorch VGG-16 (channels_last, bf16 autocast, torch.compile)
 # GPU_CHECK_TINY=1 runs the same steps on a tiny network and set (to try the script on a CPU).
 set -uo pipefail
@@ -45,11 +46,11 @@ fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
-    NET=(--width 0.0625 --dense-units 16); SET=(--set width=0.0625 --set dense_units=16)
+    NET=(--width 0.0625 --dense-units 16); SET=(--set width=0.0625 --set dense_units=16); LEVERS=(--width 0.0625 --warmup 32 --windows 2 --steps 32)
     IMAGES=512; LIMIT=(--limit-train 512 --limit-test 128); PEER=(--width 0.0625 --dense-units 16 --images 512
         --warmup 2 --windows 2 --steps 2 --no-compile)
 else
-    NET=(); SET=(); IMAGES=50000; LIMIT=(); PEER=()
+    NET=(); SET=(); IMAGES=50000; LIMIT=(); PEER=(); LEVERS=(--warmup 64 --windows 3 --steps 64)
 fi
 
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/log.txt"; }
@@ -70,11 +71,46 @@ run() {
     grep '^{' "$PARTS/$name.stdout" | tail -n 1 > "$PARTS/$name.json"
     [ -s "$PARTS/$name.json" ] || echo "{\"failed\": true, \"status\": $status}" > "$PARTS/$name.json"
     log "$name: exit $status in $((SECONDS - started)) s"
+    collect
+}
+# collect: every part so far into $OUT/gpu.json, rewritten after each part (by
+# rename), so that a check cut short still returns what it measured.
+collect() {
+    "$PY" - "$PARTS" "$OUT/gpu.json" <<'EOF_COLLECT'
+import json, os, sys
+from pathlib import Path
+parts, out = Path(sys.argv[1]), Path(sys.argv[2])
+found = {}
+for f in sorted(parts.glob("*.json")):
+    try:
+        found[f.stem] = json.loads(f.read_text() or "null")
+    except ValueError as exc:
+        found[f.stem] = {"unreadable": str(exc)}
+tmp = out.with_name(out.name + ".tmp")
+tmp.write_text(json.dumps(found, indent=1) + "\n")
+os.replace(tmp, out)
+EOF_COLLECT
 }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c "import sys, keras, numpy; print(sys.version.split()[0], 'keras', keras.__version__, 'numpy', numpy.__version__)"
 } >> "$OUT/log.txt" 2>&1
+# The machine, as the part "machine": the GPU and the versions measured.
+"$PY" - > "$PARTS/machine.json" 2>> "$OUT/log.txt" <<'EOF_MACHINE'
+import importlib, json, platform, subprocess
+info = {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count()}
+try:
+    info["gpu"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=30).stdout.strip()
+except (OSError, subprocess.SubprocessError) as exc:
+    info["gpu"] = f"no nvidia-smi ({exc.__class__.__name__})"
+for name in ("keras", "jax", "jaxlib", "torch", "numpy"):
+    try:
+        info[name] = importlib.import_module(name).__version__
+    except Exception:
+        info[name] = None
+print(json.dumps(info))
+EOF_MACHINE
 
 bench() {  # bench BACKEND: the spec recipe and vgg16-bn in bfloat16
     local backend=$1
@@ -102,7 +138,13 @@ print(json.dumps({"epoch_seconds": [float(h["seconds"]) for h in history], "test
                   "train_images": metrics["train_images"], "steps_per_execution": config["steps_per_execution"],
                   "precision": config["precision"], "batch_size": config["batch_size"]}))
 EOF
+    collect
 done
+# K steps a call on JAX: K calls of one compiled step (the runner's loop)
+# against one compiled lax.scan over them, the spec network at batch 32.
+run levers-jax-loop 75 env KERAS_BACKEND=jax "$PY" benchmarks/levers.py --json --batch-size 32 --images "$IMAGES" \
+    "${LEVERS[@]}" k1:steps_per_execution=1 k32:steps_per_execution=32 \
+    scan32:steps_per_execution=32,jax_loop=scan
 run peer-torch-bn 45 "$PY" benchmarks/torch_peer.py --batch-size 256 --dense-units 512 --batch-norm "${PEER[@]}"
 bench torch
 run peer-torch-spec 45 "$PY" benchmarks/torch_peer.py --batch-size 32 --precision float32 "${PEER[@]}"

@@ -13,7 +13,8 @@ A value ``threads=N`` sets torch's intra-op threads for that variant's steps
 (torch backend only); ``jit_compile=1`` compiles the training step with XLA
 (or torch.compile); ``steps_per_execution=K`` runs K steps a call;
 ``train_on_batch=1`` steps through Keras' ``train_on_batch`` instead (the path
-of data-parallel training).
+of data-parallel training); ``jax_loop=scan`` makes the K steps one compiled
+``lax.scan`` instead of K calls of one compiled step (jax backend only).
 ``plain_pytorch=1`` is not our path at all: VGG-16 written directly in PyTorch
 (``torch.nn``, NCHW, ``channels_last=1`` for NHWC memory), the same uint8
 batches scaled per step, SGD at the spec's lr, one ``loss.backward()`` and
@@ -118,13 +119,15 @@ def main(argv=None) -> int:
         threads = values.pop("threads", None)
         jit = bool(values.pop("jit_compile", 0))
         per_batch = bool(values.pop("train_on_batch", 0))
+        jax_loop = values.pop("jax_loop", "calls")
         config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width, **values})
         _, train_model = T.build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size))
         if jit:  # the same step, compiled (torch.compile on torch, XLA on tensorflow and jax)
             train_model.compile(optimizer=train_model.optimizer, loss=train_model.loss, metrics=["accuracy"],
                                 jit_compile=True)
         runner = (steps_module.BatchRunner(train_model, x, y, data.num_classes) if per_batch
-                  else T.make_runner(train_model, x, y, data.num_classes))
+                  else steps_module.make_runner(train_model, x, y, data.num_classes, jax_loop=jax_loop)
+                  if jax_loop != "calls" else T.make_runner(train_model, x, y, data.num_classes))
         per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
         runs.append({"name": name, "config": config, "threads": threads, "runner": runner,
                      "chunks": T.chunks(config.seed, len(x), config.batch_size, per_call), "rates": [], "cpu": []})

@@ -171,23 +171,30 @@ from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
 data = load_synthetic(train=96, test=16, seed=4)
 rows = np.stack([T.batch_indices(T.epoch_permutation(0, 0, 96), s, 16) for s in range(6)])
+from vggcifar import steps
 out = {}
-for k in (1, 3):
+# K steps a call; on JAX also the one-call lax.scan over them.
+loops = [(1, None), (3, None)] + ([(3, "scan")] if keras.backend.backend() == "jax" else [])
+for k, loop in loops:
     c = make_config("spec-he", model="vgg11", width=0.0625, dense_units=16, epochs=1, batch_size=16,
                     val_split=0, precision="float32", augment=["flip"])
     _, model = T.build_training(c, 10, 6)
-    runner = T.make_runner(model, data.x_train, data.y_train, 10)
+    runner = (steps.make_runner(model, data.x_train, data.y_train, 10, jax_loop=loop) if loop
+              else T.make_runner(model, data.x_train, data.y_train, 10))
     for start in range(0, 6, k):
-        runner.run(rows[start:start + k])
-    out[k] = [keras.ops.convert_to_numpy(v.value) for v in model.variables + model.optimizer.variables]
-worst = max(float(np.max(np.abs(a - b) / (np.abs(b) + 1e-3))) for a, b in zip(out[1], out[3]))
-print("WORST", worst)
+        losses, _ = runner.run(rows[start:start + k])
+        assert losses.shape == (len(rows[start:start + k]),) and np.isfinite(losses).all(), losses
+    out[k, loop] = [keras.ops.convert_to_numpy(v.value) for v in model.variables + model.optimizer.variables]
+worst = max(float(np.max(np.abs(a - b) / (np.abs(b) + 1e-3)))
+            for key in loops[1:] for a, b in zip(out[1, None], out[key]))
+print("WORST", worst, len(loops))
 """
     env = {**os.environ, "KERAS_BACKEND": other}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    worst = float(done.stdout.split("WORST")[1].split()[0])
-    assert worst < 1e-3, worst
+    worst, compared = done.stdout.split("WORST")[1].split()[:2]
+    assert int(compared) == (3 if other == "jax" else 2)
+    assert float(worst) < 1e-3, worst
 
 
 @pytest.mark.parametrize("gpu, plugin, expected", [
