@@ -46,11 +46,13 @@ fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
-    NET=(--width 0.0625 --dense-units 16); SET=(--set width=0.0625 --set dense_units=16); LEVERS=(--width 0.0625 --warmup 32 --windows 2 --steps 32)
+    NET=(--width 0.0625 --dense-units 16); SET=(--set width=0.0625 --set dense_units=16)
+    LEVERS=(--width 0.0625 --warmup 32 --windows 2 --steps 32); LEVER_IMAGES=512
     IMAGES=512; LIMIT=(--limit-train 512 --limit-test 128); PEER=(--width 0.0625 --dense-units 16 --images 512
         --warmup 2 --windows 2 --steps 2 --no-compile)
 else
-    NET=(); SET=(); IMAGES=50000; LIMIT=(); PEER=(); LEVERS=(--warmup 64 --windows 3 --steps 64)
+    NET=(); SET=(); IMAGES=50000; LIMIT=(); PEER=()
+    LEVERS=(--warmup 64 --windows 3 --steps 64); LEVER_IMAGES=8192
 fi
 
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/log.txt"; }
@@ -140,12 +142,12 @@ print(json.dumps({"epoch_seconds": [float(h["seconds"]) for h in history], "test
 EOF
     collect
 done
+run peer-torch-bn 45 "$PY" benchmarks/torch_peer.py --batch-size 256 --dense-units 512 --batch-norm "${PEER[@]}"
 # K steps a call on JAX: K calls of one compiled step (the runner's loop)
 # against one compiled lax.scan over them, the spec network at batch 32.
-run levers-jax-loop 75 env KERAS_BACKEND=jax "$PY" benchmarks/levers.py --json --batch-size 32 --images "$IMAGES" \
+run levers-jax-loop 100 env KERAS_BACKEND=jax "$PY" benchmarks/levers.py --json --batch-size 32 --images "$LEVER_IMAGES" \
     "${LEVERS[@]}" k1:steps_per_execution=1 k32:steps_per_execution=32 \
     scan32:steps_per_execution=32,jax_loop=scan
-run peer-torch-bn 45 "$PY" benchmarks/torch_peer.py --batch-size 256 --dense-units 512 --batch-norm "${PEER[@]}"
 bench torch
 run peer-torch-spec 45 "$PY" benchmarks/torch_peer.py --batch-size 32 --precision float32 "${PEER[@]}"
 log "done: $OUT/gpu.json"
