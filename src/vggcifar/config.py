@@ -358,6 +358,12 @@ def effective_val_split(config: TrainConfig, train_images: int) -> int:
     return config.val_split
 
 
+def trained_images(config: TrainConfig, train_images: int) -> int:
+    """How many of ``train_images`` an epoch trains on: those left after the
+    validation split."""
+    return train_images - effective_val_split(config, train_images)
+
+
 def resolve_val_split(config: TrainConfig, train_images: int) -> TrainConfig:
     """``config`` with its effective validation split written in, as a run records it."""
     return dataclasses.replace(config, val_split=effective_val_split(config, train_images))

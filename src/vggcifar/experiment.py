@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vggcifar import backend, budget, train
-from vggcifar.config import TrainConfig, resolve_val_split
+from vggcifar.config import TrainConfig, resolve_val_split, trained_images
 from vggcifar.data import CifarData, load_source
 from vggcifar.evaluate import write_results
 from vggcifar.inference import predict_probs
@@ -145,7 +145,7 @@ def train_run(
     milestones = check_milestones(config, milestones or [config.epochs])
     with run.lock():
         config, env = _begin(run, config, data, milestones, data_args, resume=resume)
-        short = announce(config, len(data.x_train) - config.val_split, log)
+        short = announce(config, trained_images(config, len(data.x_train)), log)
         milestone_run = _MilestoneRun(run, config, data, milestones, env, resume=resume, log=log, short_run=short)
         try:
             train.fit(config, data, run, resume=resume, on_epoch_end=milestone_run.epoch_end, log=log,
@@ -239,7 +239,7 @@ class _MilestoneRun:
             from vggcifar.liveview import SPLITS, EpochScalars
 
             self.live = EpochScalars(run.tensorboard_folders(SPLITS),
-                                     images_per_epoch=len(data.x_train) - config.val_split)
+                                     images_per_epoch=trained_images(config, len(data.x_train)))
 
     def close(self) -> None:
         if self.live is not None:
@@ -278,7 +278,7 @@ class _MilestoneRun:
             "status": "complete" if end.epoch == config.epochs else "milestone",
             "synthetic": data.synthetic,
             "subset": data.subset,
-            "train_images": len(data.x_train) - config.val_split,
+            "train_images": trained_images(config, len(data.x_train)),
             "val_images": config.val_split,
             "short_run": self.short_run,
         }
