@@ -126,8 +126,7 @@ def main(argv=None) -> int:
             train_model.compile(optimizer=train_model.optimizer, loss=train_model.loss, metrics=["accuracy"],
                                 jit_compile=True)
         runner = (steps_module.BatchRunner(train_model, x, y, data.num_classes) if per_batch
-                  else steps_module.make_runner(train_model, x, y, data.num_classes, jax_loop=jax_loop)
-                  if jax_loop != "calls" else T.make_runner(train_model, x, y, data.num_classes))
+                  else steps_module.make_runner(train_model, x, y, data.num_classes, jax_loop=jax_loop))
         per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
         runs.append({"name": name, "config": config, "threads": threads, "runner": runner,
                      "chunks": T.chunks(config.seed, len(x), config.batch_size, per_call), "rates": [], "cpu": []})

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY
-from vggcifar import cli, fsutil
+from vggcifar import cli
 from vggcifar.cli import build_parser, main
+from vggcifar.cluster import MULTI_HOST_ENV
 from vggcifar.config import make_config
 from vggcifar.rundir import RunDir
 
@@ -69,7 +70,7 @@ def test_multi_host_options_reach_keras_distribution(monkeypatch):
 
     calls = []
     monkeypatch.setattr(backend, "initialize_hosts", lambda *a: calls.append(a))
-    for key in cli.MULTI_HOST_ENV:
+    for key in MULTI_HOST_ENV.values():
         monkeypatch.delenv(key, raising=False)
     cli._initialize_hosts(parse("train"))
     assert calls == []  # one host: nothing to join

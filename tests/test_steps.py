@@ -174,19 +174,18 @@ rows = np.stack([T.batch_indices(T.epoch_permutation(0, 0, 96), s, 16) for s in 
 from vggcifar import steps
 out = {}
 # K steps a call; on JAX also the one-call lax.scan over them.
-loops = [(1, None), (3, None)] + ([(3, "scan")] if keras.backend.backend() == "jax" else [])
+loops = [(1, "calls"), (3, "calls")] + ([(3, "scan")] if keras.backend.backend() == "jax" else [])
 for k, loop in loops:
     c = make_config("spec-he", model="vgg11", width=0.0625, dense_units=16, epochs=1, batch_size=16,
                     val_split=0, precision="float32", augment=["flip"])
     _, model = T.build_training(c, 10, 6)
-    runner = (steps.make_runner(model, data.x_train, data.y_train, 10, jax_loop=loop) if loop
-              else T.make_runner(model, data.x_train, data.y_train, 10))
+    runner = steps.make_runner(model, data.x_train, data.y_train, 10, jax_loop=loop)
     for start in range(0, 6, k):
         losses, _ = runner.run(rows[start:start + k])
         assert losses.shape == (len(rows[start:start + k]),) and np.isfinite(losses).all(), losses
     out[k, loop] = [keras.ops.convert_to_numpy(v.value) for v in model.variables + model.optimizer.variables]
 worst = max(float(np.max(np.abs(a - b) / (np.abs(b) + 1e-3)))
-            for key in loops[1:] for a, b in zip(out[1, None], out[key]))
+            for key in loops[1:] for a, b in zip(out[1, "calls"], out[key]))
 print("WORST", worst, len(loops))
 """
     env = {**os.environ, "KERAS_BACKEND": other}

@@ -39,10 +39,11 @@ CPU_BFLOAT16 = {"tensorflow": ("amx_bf16", "avx512_bf16"), "torch": ("amx_bf16",
 #: Training steps per compiled call by device kind ("auto"; docs/performance.md,
 #: "Steps per call"). CPU, measured: 8 steps a call trained the spec network
 #: 1.03x (float32) and 1.05x (bfloat16) as fast as 1, inside the windows'
-#: spread, so one step a call keeps Ctrl-C and checkpoints prompt. GPU, not yet measured on this project's own runs: a step
-#: of the spec network is milliseconds of work and the host's round trip per
-#: call dominated it (13.9 ms a step at batch 32 on an H200), so 32 steps share
-#: one round trip; benchmarks/gpu.sh times K=1 against it.
+#: spread, so one step a call keeps Ctrl-C and checkpoints prompt. GPU, not
+#: yet measured on this project's own runs: a step of the spec network is
+#: milliseconds of work and the host's round trip per call dominated it
+#: (13.9 ms a step at batch 32 on an H200), so 32 steps share one round trip;
+#: benchmarks/gpu.sh times K=1 against it.
 STEPS_PER_EXECUTION = {"cpu": 1, "gpu": 32}
 
 
@@ -228,14 +229,15 @@ def initialize_hosts(coordinator: str | None, num_processes: int | None, process
     """
     if name() != "jax":
         raise ValueError(f"multi-host training needs the JAX backend, not {name()}: run with KERAS_BACKEND=jax")
-    coordinator = coordinator or os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES") or None
-    num_processes = _env_int("KERAS_DISTRIBUTION_NUM_PROCESSES") if num_processes is None else num_processes
-    process_id = _env_int("KERAS_DISTRIBUTION_PROCESS_ID") if process_id is None else process_id
+    from vggcifar import cluster
+
+    env = cluster.MULTI_HOST_ENV
+    coordinator = coordinator or os.environ.get(env["coordinator"]) or None
+    num_processes = _env_int(env["num_processes"]) if num_processes is None else num_processes
+    process_id = _env_int(env["process_id"]) if process_id is None else process_id
     if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
         raise ValueError(f"--process-id {process_id} is outside 0..{num_processes - 1}")
     import jax
-
-    from vggcifar import cluster
 
     limits = cluster.timeouts()
     coordinator = coordinator.split(",")[0] if coordinator else None  # Keras' list of all job addresses

@@ -35,6 +35,7 @@ import numpy as np
 import keras
 
 from vggcifar import backend
+from vggcifar.budget import steps_per_epoch as count_steps
 from vggcifar.inference import INFERENCE_BATCH
 
 #: Work of one training step per forward pass: the forward pass, the
@@ -177,7 +178,7 @@ def measure_training(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
 
     n = len(x)
     bs = config.batch_size
-    steps_per_epoch = math.ceil(n / bs)
+    steps_per_epoch = count_steps(n, bs)
     per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
     t0 = time.perf_counter()
     model, train_model = T.build_training(config, num_classes, steps_per_epoch)

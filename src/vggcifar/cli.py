@@ -216,19 +216,14 @@ def _seeds(text: str) -> list[int]:
     return values
 
 
-#: keras.distribution.initialize reads these when its arguments are not given.
-MULTI_HOST_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
-                  "KERAS_DISTRIBUTION_PROCESS_ID")
-
-
 def _cluster_wanted(args: argparse.Namespace) -> bool:
     """Whether this command trains as one of several processes: the options or Keras' variables say so."""
     import os
 
-    given = (getattr(args, "coordinator", None), getattr(args, "num_processes", None),
-             getattr(args, "process_id", None))
+    from vggcifar.cluster import MULTI_HOST_ENV
+
     return args.command in ("train", "experiment") and (
-        any(v is not None for v in given) or any(os.environ.get(k) for k in MULTI_HOST_ENV))
+        any(getattr(args, arg, None) is not None or os.environ.get(var) for arg, var in MULTI_HOST_ENV.items()))
 
 
 def _initialize_hosts(args: argparse.Namespace) -> None:
@@ -693,7 +688,6 @@ def _error_status(exc: Exception) -> int:
     from vggcifar.fsutil import first_line, is_disk_full
 
     message = first_line(exc)
-
     if is_disk_full(exc):
         message = (f"no space left on device while writing {exc.filename or 'a file'}; the files "
                    "written before are intact: free some space and run the command again "

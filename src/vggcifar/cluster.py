@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from vggcifar.quietlog import is_backend_noise
+from vggcifar.quietlog import SHOW_ENV, backend_log_shown, is_backend_noise
 
 #: The distributed runtime's timeouts in seconds: the environment variable
 #: that sets each, and its default (JAX's own, jax.distributed.initialize).
@@ -50,6 +50,14 @@ TIMEOUTS = {
     "initialization": ("VGGCIFAR_CLUSTER_INIT_SECONDS", 300),
     "heartbeat": ("VGGCIFAR_CLUSTER_HEARTBEAT_SECONDS", 100),
     "shutdown": ("VGGCIFAR_CLUSTER_SHUTDOWN_SECONDS", 300),
+}
+
+#: Keras' variables for joining processes (as keras.distribution.initialize
+#: reads them), by the argument each stands for.
+MULTI_HOST_ENV = {
+    "coordinator": "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "num_processes": "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "process_id": "KERAS_DISTRIBUTION_PROCESS_ID",
 }
 
 #: Set in the worker's environment to the supervising process's pid.
@@ -228,9 +236,9 @@ def judge(returncode: int, output: WorkerOutput) -> WorkerEnd:
 def run_worker(argv: list[str]) -> WorkerEnd:
     """Run ``vggcifar ARGV`` as this process's worker and watch it to its end;
     this process's stderr gets the worker's own lines (see ``WorkerOutput``)."""
-    show_all = os.environ.get("VGGCIFAR_BACKEND_LOG", "") not in ("", "0")
+    show_all = backend_log_shown()
     # The worker shows its backend's lines unfiltered: its stderr is read here.
-    env = {**os.environ, WORKER_ENV: str(os.getpid()), "VGGCIFAR_BACKEND_LOG": "1"}
+    env = {**os.environ, WORKER_ENV: str(os.getpid()), SHOW_ENV: "1"}
     proc = subprocess.Popen([sys.executable, "-m", "vggcifar", *argv], stderr=subprocess.PIPE, env=env)
 
     def forward(signum, frame):

@@ -338,13 +338,36 @@ class _MilestoneRun:
 # --------------------------------------------------------------------------- #
 # recipes side by side
 # --------------------------------------------------------------------------- #
+def check_distinct(values: list, option: str, what: str) -> None:
+    """Refuse an option that names the same run twice (its folders would collide)."""
+    if len(set(values)) < len(values):
+        raise ValueError(f"{option} names {what} twice: {','.join(map(str, values))}")
+
+
+def run_each(plans: dict, label, *, log=print, warn=print, verbose: int = 1, after=None) -> list:
+    """Train each of ``plans`` ({key: Plan}) in turn, ``label(key, i, n)``
+    logged before it and ``after(key)`` called after it. A plan whose loss
+    diverges is told through ``warn`` and the others still run; an
+    interruption stops at once (--resume continues). Returns the keys that diverged."""
+    diverged = []
+    for i, (key, plan) in enumerate(plans.items(), 1):
+        log(label(key, i, len(plans)))
+        try:
+            log(finished_line(run_plan(plan, log=log, verbose=verbose), plan.run_dir))
+        except train.Diverged as stop:
+            warn(stop.reason)
+            diverged.append(key)
+        if after is not None:
+            after(key)
+    return diverged
+
+
 def comparison_plans(root, recipes: list[str], make_config, milestones: list[int], data: dict, *,
                      resume: bool, separate_runs: bool = False) -> dict[str, Plan]:
     """A plan per recipe under ``root``, all checked before the first one
     trains: ``make_config(recipe)`` for a new run; with ``resume``, a recipe
     whose folder has begun continues it."""
-    if len(set(recipes)) < len(recipes):
-        raise ValueError(f"--recipe names a recipe twice: {','.join(recipes)}")
+    check_distinct(recipes, "--recipe", "a recipe")
     compare_dir = CompareDir(root)
     plans = {}
     for recipe in recipes:
@@ -373,16 +396,8 @@ def compare(root, plans: dict[str, Plan], *, log=print, warn=print, verbose: int
     A recipe whose loss diverges is told through ``warn`` and recorded, and
     the others still run. An interruption stops at once (--resume continues)."""
     compare_dir = CompareDir(root)
-    diverged = []
-    for i, (recipe, plan) in enumerate(plans.items(), 1):
-        log(f"recipe {i}/{len(plans)}: {recipe}")
-        try:
-            metrics = run_plan(plan, log=log, verbose=verbose)
-        except train.Diverged as stop:
-            warn(stop.reason)
-            diverged.append(recipe)
-            continue
-        log(finished_line(metrics, plan.run_dir))
+    diverged = run_each(plans, lambda recipe, i, n: f"recipe {i}/{n}: {recipe}", log=log, warn=warn,
+                        verbose=verbose)
     table = compare_runs(root, list(plans))
     compare_dir.write(table, comparison_markdown(table))
     return Comparison(table, compare_dir.markdown, diverged)
@@ -408,7 +423,6 @@ def compare_runs(root, recipes: list[str]) -> dict:
         accuracy = {str(m): read_json_or_empty(run.milestone(m).metrics).get("test_accuracy") for m in ms}
         env = run.read_environment().get("dataset", {})
         dataset = dataset or env.get("name")
-        seconds, epoch, images = final.get("train_seconds"), final.get("epoch"), final.get("train_images")
         status = final.get("status", "missing")
         row = {
             "recipe": recipe,
@@ -416,13 +430,20 @@ def compare_runs(root, recipes: list[str]) -> dict:
             "test_accuracy": accuracy,
             "final_accuracy": final.get("test_accuracy") if status == "complete" else None,
             "collapsed": bool(final.get("collapse")),
-            "train_seconds": seconds,
-            "images_per_second": images * epoch / seconds if seconds and epoch and images else None,
+            "train_seconds": final.get("train_seconds"),
+            "images_per_second": images_per_second(final),
             "synthetic": bool(final.get("synthetic", env.get("synthetic", False))),
         }
         synthetic = synthetic or row["synthetic"]
         rows.append(row)
     return {"dataset": dataset, "milestones": sorted(milestones), "synthetic": synthetic, "rows": rows}
+
+
+def images_per_second(metrics: dict) -> float | None:
+    """A run's training images per second of learning, from its final
+    metrics.json (None when it does not say)."""
+    seconds, epoch, images = metrics.get("train_seconds"), metrics.get("epoch"), metrics.get("train_images")
+    return images * epoch / seconds if seconds and epoch and images else None
 
 
 def default_run_dir(name: str) -> Path:

@@ -83,18 +83,21 @@ def confused_pairs(cm: np.ndarray, pairs: int = MISTAKE_PAIRS) -> list[tuple[int
 
 
 def confident_mistakes(probs: np.ndarray, y_true, pairs: int = MISTAKE_PAIRS,
-                       per_pair: int = MISTAKES_PER_PAIR) -> list[dict]:
+                       per_pair: int = MISTAKES_PER_PAIR, *, cm: np.ndarray | None = None) -> list[dict]:
     """What the model gets most confidently wrong: for each of its ``pairs``
     most-confused class pairs, the images of that pair to which it gives its
     wrong answer the highest probability, most confident first (ties: the
     lower index), as {"true", "predicted", "count", "images": indices into
     ``probs``, "probabilities": of the predicted class}. A model without
-    mistakes gives []; a collapsed one, pairs that all predict its one class."""
+    mistakes gives []; a collapsed one, pairs that all predict its one class.
+    ``cm``: these predictions' confusion matrix, when the caller has it."""
     probs = np.asarray(probs)
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = probs.argmax(axis=1)
     out = []
-    for t, p, count in confused_pairs(confusion_matrix(y_true, y_pred, probs.shape[1]), pairs):
+    if cm is None:
+        cm = confusion_matrix(y_true, y_pred, probs.shape[1])
+    for t, p, count in confused_pairs(cm, pairs):
         rows = np.flatnonzero((y_true == t) & (y_pred == p))
         order = np.lexsort((rows, -probs[rows, p]))[:per_pair]  # by probability, then index
         picked = rows[order]
@@ -116,7 +119,7 @@ def summarize(probs: np.ndarray, y_true, class_names: list[str]) -> dict:
         "class_names": list(class_names),
         "per_class": per_class(cm),
         "images": int(len(y_true)),
-        "mistakes": confident_mistakes(probs, y_true),
+        "mistakes": confident_mistakes(probs, y_true, cm=cm),
     }
     c = collapse(y_pred, k)
     out["collapse"] = None if c is None else {**c, "class_name": class_names[c["class"]]}

@@ -48,12 +48,21 @@ def _line_end(data: bytes) -> int | None:
     return min(ends) + 1 if ends else None
 
 
+#: Set to anything but "" or "0": the backend's log lines are shown, all of them.
+SHOW_ENV = "VGGCIFAR_BACKEND_LOG"
+
+
+def backend_log_shown() -> bool:
+    """Whether the user asked for the backend's log lines (SHOW_ENV)."""
+    return os.environ.get(SHOW_ENV, "") not in ("", "0")
+
+
 class BackendLogFilter:
     """A context manager: while open, descriptor 2 goes through the filter."""
 
     def __init__(self, stream_fd: int = 2):
         self.fd = stream_fd
-        self.active = os.environ.get("VGGCIFAR_BACKEND_LOG", "") in ("", "0")
+        self.active = not backend_log_shown()
 
     def __enter__(self) -> "BackendLogFilter":
         if not self.active:

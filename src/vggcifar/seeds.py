@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vggcifar import train
-from vggcifar.experiment import Comparison, Plan, finished_line, new_plan, resume_plan, run_plan
+from vggcifar.experiment import (Comparison, Plan, check_distinct, images_per_second, new_plan, resume_plan,
+                                 run_each)
 from vggcifar.metrics import mean_std
 from vggcifar.report import comparison_markdown, seeds_markdown
 from vggcifar.rundir import CompareDir, SeedsDir, read_json_or_empty
@@ -26,8 +26,7 @@ def seed_plans(root, seeds: list[int], make_config, milestones: list[int], data:
     trains: ``make_config()`` with the seed for a new run; with ``resume``, a
     seed whose folder has begun continues it, and one not begun yet copies a
     begun seed's config, milestones and data (only its seed differs)."""
-    if len(set(seeds)) < len(seeds):
-        raise ValueError(f"--seeds names a seed twice: {','.join(map(str, seeds))}")
+    check_distinct(seeds, "--seeds", "a seed")
     seeds_dir = SeedsDir(root)
     begun = {s: resume_plan(seeds_dir.seed(s).path) for s in seeds if resume and seeds_dir.seed(s).run_path.exists()}
     template = next(iter(begun.values()), None)
@@ -61,16 +60,13 @@ def run_seeds(root, plans: dict[int, Plan], *, log=print, warn=print, verbose: i
     ``root`` (also after each seed, so a long series shows what it has). A seed
     whose loss diverges is told through ``warn`` and the others still run; an
     interruption stops at once (--resume continues)."""
-    diverged = []
-    for i, (seed, plan) in enumerate(plans.items(), 1):
-        log(f"seed {seed} ({i}/{len(plans)})")
-        try:
-            metrics = run_plan(plan, log=log, verbose=verbose)
-            log(finished_line(metrics, plan.run_dir))
-        except train.Diverged as stop:
-            warn(stop.reason)
-            diverged.append(seed)
-        summary = write_seeds(root, list(plans))
+    summary = {}
+
+    def write(_seed) -> None:
+        summary.update(write_seeds(root, list(plans)))
+
+    diverged = run_each(plans, lambda seed, i, n: f"seed {seed} ({i}/{n})", log=log, warn=warn, verbose=verbose,
+                        after=write)
     return SeedsResult(summary, SeedsDir(root).report, diverged)
 
 
@@ -128,8 +124,7 @@ def comparison_seed_plans(root, recipes: list[str], seeds: list[int], make_confi
                           data: dict, *, resume: bool) -> dict[str, dict[int, Plan]]:
     """``seed_plans`` for each recipe into ``root/<recipe>/``, all checked
     before the first one trains."""
-    if len(set(recipes)) < len(recipes):
-        raise ValueError(f"--recipe names a recipe twice: {','.join(recipes)}")
+    check_distinct(recipes, "--recipe", "a recipe")
     compare_dir = CompareDir(root)
     return {recipe: seed_plans(compare_dir.recipe_seeds(recipe).path, seeds, lambda r=recipe: make_config(r),
                                milestones, data, resume=resume)
@@ -165,12 +160,8 @@ def compare_seed_runs(root, recipes: list[str]) -> dict:
         runs = summary.get("runs", [])
         complete = sum(r["status"] == "complete" for r in runs)
         last = ms.get(str(max(map(int, ms)))) if ms else None
-        per_second = []
-        for r in runs:
-            final = read_json_or_empty(compare_dir.recipe_seeds(recipe).seed(r["seed"]).metrics)
-            seconds, epoch, images = final.get("train_seconds"), final.get("epoch"), final.get("train_images")
-            if seconds and epoch and images:
-                per_second.append(images * epoch / seconds)
+        per_second = [images_per_second(read_json_or_empty(compare_dir.recipe_seeds(recipe).seed(r["seed"]).metrics))
+                      for r in runs]
         done = bool(runs) and complete == len(runs)
         rows.append({
             "recipe": recipe,
@@ -183,7 +174,7 @@ def compare_seed_runs(root, recipes: list[str]) -> dict:
                        "final": {"std": last["std"], "n": last["n"]} if done and last else None},
             "collapsed": any(r["collapsed"] for r in runs),
             "train_seconds": last["train_seconds"] if last else None,
-            "images_per_second": mean_std(per_second)["mean"],
+            "images_per_second": mean_std([v for v in per_second if v is not None])["mean"],
             "synthetic": bool(summary.get("synthetic")),
         })
         dataset = dataset or summary.get("dataset")

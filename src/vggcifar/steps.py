@@ -100,10 +100,9 @@ class _JaxRunner:
             return jax.lax.scan(lambda s, r: step(s, r, x_all, y_all, metrics_state), state, rows)
 
         self._step = jax.jit(step if loop == "calls" else scan, donate_argnums=0)
+        self._device_get = jax.device_get
 
     def run(self, rows):
-        import jax
-
         model = self.model
         groups = (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables)
         state = tuple([v.value for v in group] for group in groups)
@@ -119,7 +118,7 @@ class _JaxRunner:
         for group, values in zip(groups, state):
             for variable, value in zip(group, values):
                 variable.assign(value)
-        losses, accuracies = jax.device_get((losses, accuracies))  # the host's one wait
+        losses, accuracies = self._device_get((losses, accuracies))  # the host's one wait
         return np.asarray(losses, np.float64), np.asarray(accuracies, np.float64)
 
 

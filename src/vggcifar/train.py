@@ -19,10 +19,12 @@ import numpy as np
 import keras
 
 from vggcifar import backend, checkpoint, cluster, steps
+from vggcifar.budget import steps_per_epoch as count_steps
 from vggcifar.budget import warmup_steps
 from vggcifar.checkpoint import TrainState
 from vggcifar.config import TrainConfig, effective_val_split
 from vggcifar.data import CifarData
+from vggcifar.fsutil import first_line
 from vggcifar.inference import predict_probs
 from vggcifar.metrics import MODE_CHECK_IMAGES, cross_entropy, mode_mismatch
 from vggcifar.model import build_vgg
@@ -193,7 +195,7 @@ def batches(seed: int, images: int, batch_size: int, *, used: int | None = None,
     end: each epoch a new shuffle of ``images`` rows, of which the first
     ``used`` (default all) are trained on."""
     used = images if used is None else used
-    steps = math.ceil(used / batch_size)
+    steps = count_steps(used, batch_size)
     while True:
         perm = epoch_permutation(seed, epoch, images)[:used]
         for s in range(step, steps):
@@ -216,7 +218,7 @@ def chunks(seed: int, images: int, batch_size: int, per_call: int, *, used: int 
     runs. Calls never cross an epoch's end, end at multiples of ``per_call``
     steps from the epoch's start (so a resumed run makes the same calls), and a
     short last batch is a call of its own."""
-    steps_per_epoch = math.ceil((images if used is None else used) / batch_size)
+    steps_per_epoch = count_steps(images if used is None else used, batch_size)
     pending: list[np.ndarray] = []
     first = None
     for e, s, idx in batches(seed, images, batch_size, used=used, epoch=epoch, step=step):
@@ -338,7 +340,7 @@ def fit(
             return loop.run(resume=resume, on_epoch_end=on_epoch_end, max_steps=max_steps)
         except Exception as exc:
             if backend.several_processes() and cluster.collective_failed(exc):
-                raise ProcessLost(f"a collective across processes failed: {str(exc).splitlines()[0]}") from None
+                raise ProcessLost(f"a collective across processes failed: {first_line(exc)}") from None
             raise
 
 
@@ -352,7 +354,7 @@ class _Loop:
         if backend.several_processes():
             check_same_data(self.x, self.y)
         self.used = usable_images(len(self.x), config.batch_size, devices)
-        self.steps_per_epoch = math.ceil(self.used / config.batch_size)
+        self.steps_per_epoch = count_steps(self.used, config.batch_size)
         self.model, self.train_model = build_training(config, data.num_classes, self.steps_per_epoch)
         self.per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
         self.runner = make_runner(self.train_model, self.x, self.y, data.num_classes, devices=devices)
