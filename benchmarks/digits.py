@@ -1,4 +1,4 @@
-"""Real images for calibrating the recipes offline: scikit-learn's handwritten digits as a small CIFAR archive.
+"""Real images for calibrating the recipes offline: scikit-learn's handwritten digits as a small CIFAR archive, plain or made hard.
 
 ``sklearn.datasets.load_digits`` ships with scikit-learn (no download): 1,797
 scanned handwritten digits, 8x8 greyscale with 17 grey levels (0-16), ten
@@ -7,12 +7,19 @@ the three colour planes, split stratified with a fixed seed into 1,397
 training and 400 test images, and written in CIFAR-10's python layout by
 ``vggcifar.fixtures``, so every command reads it with ``--data``::
 
-    PYTHONPATH=src python benchmarks/digits.py /tmp/digits
-    vggcifar train --data /tmp/digits --recipe vgg16-bn --batch-size 64 --epochs 15 --val-split 200
+    PYTHONPATH=src python benchmarks/digits.py /tmp/digits.tar.gz
+    vggcifar train --data /tmp/digits.tar.gz --recipe vgg16-bn --batch-size 64 --epochs 15 --val-split 200
 
-The same scikit-learn and Pillow give the same images; the script prints the
-sha256 of the images and labels (the archive's own bytes hold a gzip time
-stamp). Do not commit the archive: it is made, not kept.
+``--hard`` makes the calibration set that can tell recipes apart (the plain
+digits are learnt to 95-99% by any recipe that learns at all): the same
+digits and split, each drawn at a random size (14-30 px) and place, in a random
+colour, over a 32x32 patch of one of the two photographs that ship with
+scikit-learn (``load_sample_images``: a Chinese temple and a flower, cut at
+a random place and zoom), with Gaussian noise on top (see ``hard_digits``).
+
+The same scikit-learn, NumPy and Pillow give the same images; the script
+prints the sha256 of the images and labels (the archive's own bytes hold a
+gzip time stamp). Do not commit the archive: it is made, not kept.
 """
 
 from __future__ import annotations
@@ -26,21 +33,89 @@ import numpy as np
 TRAIN, TEST = 1397, 400
 SEED = 0
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+# --- the hard variant, every draw from one generator seeded with HARD_SEED ---
+HARD_SEED = 20261204
+DIGIT_SIZE = (14, 30)  # px, side of the upscaled digit (uniform, inclusive) in the 32x32 image
+PATCH_SIZE = (32, 160)  # px, side of the square cut from a 427x640 photograph, then shrunk to 32x32
+MIN_CONTRAST = 110.0  # RGB distance (0-255 scale) between stroke colour and the patch's mean colour
+NOISE_STD = 12.0  # grey levels (0-255), Gaussian noise added to every pixel and channel
 
 
-def digit_images(seed: int = SEED):
-    """(x_train, y_train, x_test, y_test): uint8 (N, 32, 32, 3) images, 1-D labels."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
+def split(images: np.ndarray, labels: np.ndarray, seed: int = SEED):
+    """(x_train, y_train, x_test, y_test): the stratified 1,397 / 400 split, labels 1-D int64."""
     from sklearn.model_selection import train_test_split
+
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, train_size=TRAIN, test_size=TEST, stratify=labels, random_state=seed)
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+
+
+def _resize(a: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 image (H, W[, 3]) resized to size x size, bilinear (Pillow)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
+
+
+def plain_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels): every digit upscaled to 32x32 grey, in three planes."""
+    from sklearn.datasets import load_digits
 
     digits = load_digits()
     grey = (digits.images * (255 / 16)).round().astype(np.uint8)  # 0-16 -> 0-255
-    big = np.stack([np.asarray(Image.fromarray(g).resize((32, 32), Image.BILINEAR)) for g in grey])
-    rgb = np.repeat(big[..., None], 3, axis=-1)
-    x_train, x_test, y_train, y_test = train_test_split(
-        rgb, digits.target, train_size=TRAIN, test_size=TEST, stratify=digits.target, random_state=seed)
-    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+    big = np.stack([_resize(g, 32) for g in grey])
+    return np.repeat(big[..., None], 3, axis=-1), digits.target
+
+
+def hard_digits(seed: int = HARD_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels): every digit as a coloured stroke at a random size and
+    place over a random patch of a photograph, plus noise.
+
+    For each digit, in order: a photograph (of the two), a square patch of
+    PATCH_SIZE px at a random place, shrunk to 32x32; a digit side of
+    DIGIT_SIZE px and an offset that keeps it inside the image; a stroke colour
+    drawn until it lies at least MIN_CONTRAST from the patch's mean colour; the
+    digit's grey level (0-1) as the stroke's opacity over the patch; Gaussian
+    noise of NOISE_STD grey levels."""
+    from sklearn.datasets import load_digits, load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images  # two uint8 (427, 640, 3) pictures
+    digits = load_digits()
+    grey = (digits.images * (255 / 16)).round().astype(np.uint8)
+    out = np.empty((len(grey), 32, 32, 3), np.uint8)
+    for i, g in enumerate(grey):
+        photo = photos[rng.integers(len(photos))]
+        side = int(rng.integers(PATCH_SIZE[0], PATCH_SIZE[1] + 1))
+        top = int(rng.integers(photo.shape[0] - side + 1))
+        left = int(rng.integers(photo.shape[1] - side + 1))
+        patch = _resize(np.ascontiguousarray(photo[top:top + side, left:left + side]), 32).astype(np.float64)
+        size = int(rng.integers(DIGIT_SIZE[0], DIGIT_SIZE[1] + 1))
+        y0, x0 = (int(v) for v in rng.integers(0, 32 - size + 1, 2))
+        alpha = np.zeros((32, 32, 1))
+        alpha[y0:y0 + size, x0:x0 + size, 0] = _resize(g, size) / 255.0
+        mean = patch.reshape(-1, 3).mean(0)
+        colour = rng.uniform(0, 255, 3)
+        while np.linalg.norm(colour - mean) < MIN_CONTRAST:
+            colour = rng.uniform(0, 255, 3)
+        image = patch * (1 - alpha) + colour * alpha + rng.normal(0, NOISE_STD, (32, 32, 3))
+        out[i] = np.clip(image.round(), 0, 255).astype(np.uint8)
+    return out, digits.target
+
+
+def digit_images(seed: int = SEED, *, hard: bool = False):
+    """(x_train, y_train, x_test, y_test): uint8 (N, 32, 32, 3) images, 1-D
+    labels; ``hard``: the hard variant (``hard_digits``), with the same split."""
+    images, labels = hard_digits() if hard else plain_digits()
+    return split(images, labels, seed)
+
+
+def content_sha256(*arrays: np.ndarray) -> str:
+    """sha256 of the arrays' bytes in order: the images and labels, not the archive."""
+    content = hashlib.sha256()
+    for a in arrays:
+        content.update(np.ascontiguousarray(a).tobytes())
+    return content.hexdigest()
 
 
 def main() -> None:
@@ -50,15 +125,15 @@ def main() -> None:
     p.add_argument("out", help="where to write: an archive (.tar.gz), or a folder with --extracted")
     p.add_argument("--extracted", action="store_true", help="write the extracted folder, not an archive")
     p.add_argument("--seed", type=int, default=SEED, help=f"seed of the train/test split (default: {SEED})")
+    p.add_argument("--hard", action="store_true", help="the hard variant: coloured digits of random size and "
+                   "place over photographs, with noise")
     args = p.parse_args()
-    x_train, y_train, x_test, y_test = digit_images(args.seed)
+    x_train, y_train, x_test, y_test = digit_images(args.seed, hard=args.hard)
     out = fixtures.write_archive(Path(args.out), x_train, y_train, x_test, y_test, class_names=CLASS_NAMES,
                                  extracted=args.extracted)
-    print(f"{out}: {len(x_train)} train + {len(x_test)} test images of {len(CLASS_NAMES)} digits")
-    content = hashlib.sha256()
-    for a in (x_train, y_train, x_test, y_test):
-        content.update(np.ascontiguousarray(a).tobytes())
-    print(f"images and labels sha256 {content.hexdigest()}")
+    kind = "hard digits" if args.hard else "digits"
+    print(f"{out}: {len(x_train)} train + {len(x_test)} test images of {len(CLASS_NAMES)} {kind}")
+    print(f"images and labels sha256 {content_sha256(x_train, y_train, x_test, y_test)}")
 
 
 if __name__ == "__main__":

@@ -152,3 +152,22 @@ def test_counts_are_integers_and_small_cases():
     assert metrics.collapse([2], 3) == {"class": 2, "share": 1.0}
     # A lead of exactly 0.2 over chance (5 classes: 0.4 - 0.2) is enough to compare.
     assert metrics.mode_mismatch(0.4, 0.2, 5) is True
+
+
+def test_time_to_is_the_first_epoch_at_or_over_each_threshold_with_the_time_of_learning_so_far():
+    accuracies = [0.10, 0.50, 0.45, 0.79, 0.95, 0.99]  # 50% reached exactly at epoch 2; a dip after it
+    history = [{"epoch": e, "val_accuracy": a, "seconds": 10.0 * e} for e, a in enumerate(accuracies, 1)]
+    got = metrics.time_to(history)
+    # By hand: 10 + 20 = 30 s to the end of epoch 2; 10 + ... + 50 = 150 s to the end of epoch 5.
+    assert got == {"50%": {"epoch": 2, "train_seconds": 30.0}, "80%": {"epoch": 5, "train_seconds": 150.0},
+                   "90%": {"epoch": 5, "train_seconds": 150.0}}
+    assert metrics.time_to(history[:4]) == {"50%": {"epoch": 2, "train_seconds": 30.0}, "80%": None, "90%": None}
+    assert metrics.time_to(history, thresholds=(0.995,)) == {"99.5%": None}
+
+
+def test_time_to_is_none_without_validation_and_counts_epochs_resumed_from_a_history():
+    assert metrics.time_to([{"epoch": 1, "val_accuracy": None, "seconds": 5.0}]) is None
+    assert metrics.time_to([]) is None
+    # A resumed run's history holds every epoch's own seconds: the sum is the whole run's.
+    history = [{"epoch": 1, "val_accuracy": 0.2, "seconds": 7.5}, {"epoch": 2, "val_accuracy": 0.85, "seconds": 2.5}]
+    assert metrics.time_to(history)["80%"] == {"epoch": 2, "train_seconds": 10.0}

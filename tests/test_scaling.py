@@ -137,6 +137,11 @@ def test_a_short_run_says_so_once_and_records_it(tmp_path, capsys):
     assert len(warned) == 1 and "6 optimizer steps in all" in warned[0]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["short_run"]["steps"] == 6 and metrics["train_images"] == 81
+    # One epoch: each threshold the validation split reached was reached at it, after all of its learning.
+    reached = metrics["time_to"]["50%"]
+    history = RunDir(run_dir).read_history()
+    assert (reached is not None) == (float(history[0]["val_accuracy"]) >= 0.5)
+    assert reached is None or reached == {"epoch": 1, "train_seconds": metrics["train_seconds"]}
     # The budget counted the steps the loop took.
     assert RunDir(run_dir).list_checkpoints()[-1].name == RunDir(run_dir).checkpoint(6).name
     report = (run_dir / "report.md").read_text()

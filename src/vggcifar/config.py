@@ -51,6 +51,9 @@ class TrainConfig:
                                      "spec: Keras default", key=True)
     dense_initializer: str | None = _field(None, "initializer", "initializer of the dense kernels (empty: as the "
                                            "convs)", "spec: Keras default")
+    head_initializer: str | None = _field(None, "initializer", "initializer of the last dense layer's kernel, "
+                                          "the one that gives the logits (empty: as the dense layers)",
+                                          "spec: Keras default")
     # --- optimisation --------------------------------------------------------
     epochs: int = _field(100, "epochs", "passes over the training images",
                          "spec: results after 10, 20, 50, 100 epochs", key=True)

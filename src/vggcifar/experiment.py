@@ -18,7 +18,7 @@ from vggcifar.config import TrainConfig, resolve_val_split, trained_images
 from vggcifar.data import CifarData, load_source
 from vggcifar.evaluate import write_results
 from vggcifar.inference import predict_probs
-from vggcifar.metrics import summarize
+from vggcifar.metrics import summarize, time_to
 from vggcifar.progress import hms
 from vggcifar.report import (collapse_message, comparison_markdown, learning_rate_text, milestones_note,
                              mismatch_message, render, short_run_message)
@@ -274,6 +274,8 @@ class _MilestoneRun:
             "batch_norm": config.batch_norm,
             "mismatch_epochs": [h["epoch"] for h in end.state.history if h.get("inference_mismatch")],
             "train_seconds": end.state.train_seconds,
+            # When validation accuracy first reached 50%, 80%, 90%: what a short run buys.
+            "time_to": time_to(end.state.history),
             "wall_seconds": self.wall_seconds(),
             "status": "complete" if end.epoch == config.epochs else "milestone",
             "synthetic": data.synthetic,

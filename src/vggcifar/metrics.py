@@ -126,6 +126,31 @@ def summarize(probs: np.ndarray, y_true, class_names: list[str]) -> dict:
     return out
 
 
+#: The validation accuracies whose first reaching ``time_to`` reports: what a
+#: short run buys, comparable between recipes and machines.
+TIME_TO_ACCURACY = (0.5, 0.8, 0.9)
+
+
+def time_to(history: list[dict], thresholds=TIME_TO_ACCURACY) -> dict | None:
+    """When validation accuracy first reached each of ``thresholds``: {"50%":
+    {"epoch", "train_seconds"} or None (not reached), ...}, from a run's
+    history rows (``val_accuracy``, and ``seconds``: that epoch's time of
+    learning); ``train_seconds`` is the time of learning up to the end of that
+    epoch. None when the run has no validation."""
+    if not any(h.get("val_accuracy") is not None for h in history):
+        return None
+    out: dict = {f"{100 * t:g}%": None for t in thresholds}
+    seconds = 0.0
+    for h in history:
+        seconds += h.get("seconds") or 0.0
+        accuracy = h.get("val_accuracy")
+        for t in thresholds:
+            key = f"{100 * t:g}%"
+            if out[key] is None and accuracy is not None and accuracy >= t:
+                out[key] = {"epoch": int(h["epoch"]), "train_seconds": seconds}
+    return out
+
+
 def mean_std(values) -> dict:
     """{"mean", "std", "n"} of ``values``: the sample standard deviation
     (ddof=1), None for fewer than two values; the mean None for none."""

@@ -95,6 +95,22 @@ def short_run_message(info: dict) -> str:
     return f"{'; '.join(found)}; {fix} (docs/recipes.md)"
 
 
+def time_to_text(time_to: dict | None, epochs: int) -> str | None:
+    """metrics' ``time_to`` in one sentence: when validation accuracy first
+    reached each threshold within ``epochs`` epochs (None without validation)."""
+    if not time_to:
+        return None
+    reached = [f"{key} at epoch {v['epoch']} ({hms(v['train_seconds'])} of learning)"
+               for key, v in time_to.items() if v is not None]
+    missed = [key for key, v in time_to.items() if v is None]
+    parts = []
+    if reached:
+        parts.append("first reached " + ", ".join(reached))
+    if missed:
+        parts.append(f"{' or '.join(missed)} not within {epochs} epoch{'s' * (epochs != 1)}")
+    return "Validation accuracy " + "; ".join(parts) + "."
+
+
 def markdown_confusion(cm, class_names) -> str:
     head = "| true \\ predicted | " + " | ".join(class_names) + " |"
     rule = "|---|" + "---:|" * len(class_names)
@@ -143,6 +159,9 @@ def milestone_section(metrics: dict, pictures: dict[str, str]) -> str:
         if "recall" in pictures:
             lines += [f"![recall per class after {epoch} epochs]({pictures['recall']})", ""]
     lines += [f"Time of learning process: **{hms(metrics['train_seconds'])}**", ""]
+    reached = time_to_text(metrics.get("time_to"), metrics["epoch"])
+    if reached:
+        lines += [reached, ""]
     msg = collapse_message(metrics)
     if msg:
         lines[1:1] = ["", f"> **Collapsed.** {msg}"]
@@ -314,7 +333,7 @@ def format_setting(key: str, value) -> str:
 
     if value is None:
         return {"val_split": f"{DEFAULT_VAL_SPLIT}, at most {VAL_SHARE:.0%} of the set",
-                "dense_initializer": "as the convs"}.get(key, "none")
+                "dense_initializer": "as the convs", "head_initializer": "as the dense layers"}.get(key, "none")
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):

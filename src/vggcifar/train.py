@@ -93,6 +93,7 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
         dropout=config.dropout,
         kernel_initializer=config.kernel_initializer,
         dense_initializer=config.dense_initializer,
+        head_initializer=config.head_initializer,
         rescale=1.0 / 255,
         input_layout="channels_last",
         seed=config.seed,
