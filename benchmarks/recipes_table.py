@@ -1,8 +1,8 @@
 """The calibration tables of docs/recipes.md from `vggcifar experiment --recipe a,b --seeds 0,1,2` run folders: per recipe and seed, the test accuracy, the stall, time to accuracy.
 
-    PYTHONPATH=src python benchmarks/recipes_table.py runs/hard-bf16 [runs/hard-f32 ...] [--tta]
+    PYTHONPATH=src python benchmarks/recipes_table.py runs/hard-s0 runs/hard-s1 runs/hard-s2 [--tta]
 
-For each RUN_DIR/<recipe>/seed-<S>/ it reads history.csv and metrics.json and
+For each RUN_DIR/<recipe>/seed-<S>/ of the folders given (one table over all of them) it reads history.csv and metrics.json and
 gives: the final test accuracy (and, with ``--tta``, that of
 ``vggcifar evaluate --tta flip`` from evaluation-flip/metrics.json), the
 **stall** (the leading epochs whose validation accuracy stayed under
@@ -69,12 +69,12 @@ def pct(v) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-def markdown(root: Path, found: list[dict], tta: bool) -> str:
+def markdown(roots: list[Path], found: list[dict], tta: bool) -> str:
     from vggcifar.metrics import mean_std
 
     head = ["recipe", "seed", "test accuracy %", *(["flip TTA %"] if tta else []), "stall (epochs)",
             "epoch to 50% / 80% / 90%", "val accuracy by epoch %"]
-    out = [f"`{root}`", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out = [", ".join(f"`{r}`" for r in roots), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in found:
         reach = " / ".join("—" if e is None else str(e) for e in r["time_to"].values())
         curve = " ".join(f"{100 * a:.0f}" for a in r["val_accuracy"])
@@ -101,8 +101,8 @@ def main() -> None:
     p.add_argument("roots", nargs="+", type=Path, help="experiment run folders (RUN_DIR/<recipe>/seed-S/)")
     p.add_argument("--tta", action="store_true", help="also the flip-TTA accuracy of `vggcifar evaluate --tta flip`")
     args = p.parse_args()
-    for root in args.roots:
-        print(markdown(root, rows(root, args.tta), args.tta))
+    found = sorted((r for root in args.roots for r in rows(root, args.tta)), key=lambda r: (r["recipe"], r["seed"]))
+    print(markdown(args.roots, found, args.tta))
 
 
 if __name__ == "__main__":

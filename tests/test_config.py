@@ -198,3 +198,51 @@ def test_config_values_reach_the_built_optimizer_loss_and_layers(recipe):
     augment = {layer.name for layer in train_model.layers} & {"aug_crop", "aug_flip", "aug_cutout"}
     assert augment == {f"aug_{a}" for a in c.augment}
     assert (train_model is model) == (not c.augment)
+
+
+# --------------------------------------------------------------------------- #
+# the initialisation levers
+# --------------------------------------------------------------------------- #
+def _kernels(config):
+    import keras
+
+    from vggcifar import train
+
+    model, _ = train.build_training(config, 10, steps_per_epoch=5)
+    return [(layer.name, keras.ops.convert_to_numpy(layer.kernel)) for layer in model.layers
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+
+
+def test_centered_init_is_the_same_draw_less_its_mean_over_the_fan_in_with_the_gain():
+    import math
+
+    from vggcifar.train import CENTERED_GAIN
+
+    assert CENTERED_GAIN == pytest.approx(1.21117, abs=1e-5)  # 1 / sqrt(1 - 1/pi)
+    base = dict(width=0.0625, dense_units=16, precision="float32", data_format="channels_last")
+    plain = _kernels(make_config("spec-he", **base))
+    centered = _kernels(make_config("spec-he", centered_init=True, **base))
+    assert [n for n, _ in plain] == [n for n, _ in centered] and len(plain) == 16
+    for i, ((name, k), (_, c)) in enumerate(zip(plain, centered)):
+        # The oracle, by NumPy: the same seed's kernel, its mean over all axes but the last removed;
+        # every kernel but the first (it takes pixels, not relu outputs) times the gain.
+        want = (k - k.reshape(-1, k.shape[-1]).mean(0)) * (1.0 if i == 0 else 1 / math.sqrt(1 - 1 / math.pi))
+        np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(c.reshape(-1, c.shape[-1]).sum(0), 0, atol=1e-4)
+
+
+def test_dense_init_std_draws_each_dense_kernel_from_its_own_normal():
+    base = dict(width=0.0625, dense_units=256, precision="float32", data_format="channels_last")
+    kernels = dict(_kernels(make_config("spec-he", dense_init_std=0.01, **base)))
+    for name in ("fc1", "fc2", "predictions"):
+        k = kernels[name]
+        assert abs(k.mean()) < 1e-3 and k.std() == pytest.approx(0.01, rel=0.05), name
+    assert not np.allclose(kernels["fc2"][:, :10], kernels["predictions"][:256])  # not one draw reused
+    assert kernels["block1_conv1"].std() > 0.1  # the convs keep he_normal (std sqrt(2 / 27) = 0.27)
+
+
+def test_head_initializer_sets_only_the_last_dense_layer():
+    base = dict(width=0.0625, dense_units=16, precision="float32", data_format="channels_last")
+    kernels = dict(_kernels(make_config("spec-he", head_initializer="zeros", **base)))
+    assert not kernels["predictions"].any()
+    assert kernels["fc1"].any() and kernels["fc2"].any()

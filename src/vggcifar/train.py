@@ -123,9 +123,12 @@ def center_kernels(model: keras.Model) -> None:
     for layer in model.layers:
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             kernel = keras.ops.convert_to_numpy(layer.kernel)
+            if first:  # pixels: each colour plane's 3x3 taps sum to zero, so a flat colour of any hue gives 0
+                layer.kernel.assign(kernel - kernel.mean(axis=(0, 1), keepdims=True))
+                first = False
+                continue
             kernel = kernel - kernel.mean(axis=tuple(range(kernel.ndim - 1)), keepdims=True)
-            layer.kernel.assign(kernel if first else kernel * CENTERED_GAIN)  # the first takes pixels
-            first = False
+            layer.kernel.assign(kernel * CENTERED_GAIN)
 
 
 def make_schedule(config: TrainConfig, steps_per_epoch: int):
