@@ -26,10 +26,11 @@ import numpy as np
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    from vggcifar.cli import _parse_overrides
+    """"name:key=value,key=value" as (name, {key: value}), values read as `vggcifar train --set` reads them."""
+    from stall_probe import parse_sets
 
     name, _, spec = text.partition(":")
-    return name, _parse_overrides([item for item in spec.split(",") if item])
+    return name, parse_sets([item for item in spec.split(",") if item])
 
 
 def accuracy(probs: np.ndarray, y: np.ndarray) -> float:

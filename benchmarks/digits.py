@@ -10,11 +10,13 @@ training and 400 test images, and written in CIFAR-10's python layout by
     PYTHONPATH=src python benchmarks/digits.py /tmp/digits.tar.gz
     vggcifar train --data /tmp/digits.tar.gz --recipe vgg16-bn --batch-size 64 --epochs 15 --val-split 200
 
-``--hard`` makes the calibration set that can tell recipes apart (the plain
-digits are learnt to 95-99% by any recipe that learns at all): the same
-digits and split, each drawn in a random colour on a random colour, the two at
-least MIN_CONTRAST apart, with Gaussian noise on top (``hard_digits``). On it
-`spec-he` as it was sat at chance for epochs (docs/recipes.md).
+``--variant`` makes the harder calibration sets (the plain digits are learnt
+to 95-99% by any recipe that learns at all): the same digits and split, each
+stroke in a random colour, on black (``colour``) or on a random background
+colour at least MIN_CONTRAST from it (``colour-on-colour``), with Gaussian
+noise on top (``hard_digits``)::
+
+    PYTHONPATH=src python benchmarks/digits.py /tmp/digits-colour.tar.gz --variant colour
 
 The same scikit-learn, NumPy and Pillow give the same images; the script
 prints the sha256 of the images and labels (the archive's own bytes hold a
@@ -32,9 +34,10 @@ import numpy as np
 TRAIN, TEST = 1397, 400
 SEED = 0
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-# --- the hard variant, every draw from one generator seeded with HARD_SEED ---
+# --- the harder variants, every draw from one generator seeded with HARD_SEED ---
+VARIANTS = ("plain", "colour", "colour-on-colour")
 HARD_SEED = 20261204
-MIN_CONTRAST = 110.0  # RGB distance (0-255 scale) between the stroke colour and the background colour
+MIN_CONTRAST = 110.0  # RGB distance (0-255 scale) of the stroke colour from the background's (black: 0, 0, 0)
 NOISE_STD = 8.0  # grey levels (0-255), Gaussian noise added to every pixel and channel
 
 
@@ -64,14 +67,16 @@ def plain_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(big[..., None], 3, axis=-1), digits.target
 
 
-def hard_digits(seed: int = HARD_SEED) -> tuple[np.ndarray, np.ndarray]:
+def hard_digits(variant: str, seed: int = HARD_SEED) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels): every digit, upscaled to 32x32, as a stroke of one
-    random colour on a background of another, plus noise.
+    random colour, on black (``colour``) or on a background of another random
+    colour (``colour-on-colour``), plus noise.
 
-    For each digit, in order: a background colour, uniform in RGB; a stroke
-    colour, drawn until it lies at least MIN_CONTRAST from the background's;
-    the digit's grey level (0-1) as the stroke's opacity; Gaussian noise of
-    NOISE_STD grey levels on every pixel and channel."""
+    For each digit, in order: a background colour (``colour-on-colour``
+    only), uniform in RGB; a stroke colour, drawn until it lies at least
+    MIN_CONTRAST from the background's; the digit's grey level (0-1) as the
+    stroke's opacity; Gaussian noise of NOISE_STD grey levels on every pixel
+    and channel."""
     from sklearn.datasets import load_digits
 
     rng = np.random.default_rng(seed)
@@ -79,7 +84,7 @@ def hard_digits(seed: int = HARD_SEED) -> tuple[np.ndarray, np.ndarray]:
     grey = (digits.images * (255 / 16)).round().astype(np.uint8)
     out = np.empty((len(grey), 32, 32, 3), np.uint8)
     for i, g in enumerate(grey):
-        background = rng.uniform(0, 255, 3)
+        background = rng.uniform(0, 255, 3) if variant == "colour-on-colour" else np.zeros(3)
         stroke = rng.uniform(0, 255, 3)
         while np.linalg.norm(stroke - background) < MIN_CONTRAST:
             stroke = rng.uniform(0, 255, 3)
@@ -89,10 +94,12 @@ def hard_digits(seed: int = HARD_SEED) -> tuple[np.ndarray, np.ndarray]:
     return out, digits.target
 
 
-def digit_images(seed: int = SEED, *, hard: bool = False):
+def digit_images(seed: int = SEED, *, variant: str = "plain"):
     """(x_train, y_train, x_test, y_test): uint8 (N, 32, 32, 3) images, 1-D
-    labels; ``hard``: the hard variant (``hard_digits``), with the same split."""
-    images, labels = hard_digits() if hard else plain_digits()
+    labels, of ``variant`` (VARIANTS), with the same split."""
+    if variant not in VARIANTS:
+        raise ValueError(f"Expected `variant` in {VARIANTS}. Received: variant={variant!r}")
+    images, labels = plain_digits() if variant == "plain" else hard_digits(variant)
     return split(images, labels, seed)
 
 
@@ -111,14 +118,13 @@ def main() -> None:
     p.add_argument("out", help="where to write: an archive (.tar.gz), or a folder with --extracted")
     p.add_argument("--extracted", action="store_true", help="write the extracted folder, not an archive")
     p.add_argument("--seed", type=int, default=SEED, help=f"seed of the train/test split (default: {SEED})")
-    p.add_argument("--hard", action="store_true", help="the hard variant: each digit in a random colour on a random "
-                   "colour, with noise")
+    p.add_argument("--variant", choices=VARIANTS, default="plain", help="plain: grey on black (default); colour: "
+                   "each stroke in a random colour on black; colour-on-colour: on a random colour; both with noise")
     args = p.parse_args()
-    x_train, y_train, x_test, y_test = digit_images(args.seed, hard=args.hard)
+    x_train, y_train, x_test, y_test = digit_images(args.seed, variant=args.variant)
     out = fixtures.write_archive(Path(args.out), x_train, y_train, x_test, y_test, class_names=CLASS_NAMES,
                                  extracted=args.extracted)
-    kind = "hard digits" if args.hard else "digits"
-    print(f"{out}: {len(x_train)} train + {len(x_test)} test images of {len(CLASS_NAMES)} {kind}")
+    print(f"{out}: {len(x_train)} train + {len(x_test)} test images of {len(CLASS_NAMES)} digits, {args.variant}")
     print(f"images and labels sha256 {content_sha256(x_train, y_train, x_test, y_test)}")
 
 

@@ -27,6 +27,18 @@ import json
 import numpy as np
 
 
+def parse_sets(items: list[str]) -> dict:
+    """``KEY=VALUE`` items as `vggcifar train --set` reads them: VALUE as JSON, else as text."""
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
 def gradients(train_model, x, y):
     """(loss, gradients of the training loss w.r.t. the trainable weights) on
     one batch in training mode, whatever the backend."""
@@ -88,8 +100,7 @@ def probe(model, train_model, x, y_onehot, x_val, y_val, layers: bool = True) ->
     if not layers:
         return {"loss": None, "val_accuracy": val, "layers": [], "kernels": []}
 
-    names = [l.name for l in model.layers if l.name.endswith(("_relu", "predictions"))
-             or (l.name.startswith("block") and "relu" in l.name)]
+    names = [layer.name for layer in model.layers if "relu" in layer.name or layer.name == "predictions"]
     taps = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
     outs = taps.predict_on_batch(x)
     layers = []
@@ -124,7 +135,6 @@ def main() -> None:
     p.add_argument("--accuracy-only", action="store_true", help="only the validation accuracy at each probe")
     args = p.parse_args()
 
-    from vggcifar.cli import _parse_overrides as parse_set_values
     from vggcifar.config import make_config, trained_images
     from vggcifar.data import load_source
     from vggcifar import train
@@ -133,7 +143,7 @@ def main() -> None:
 
     data = load_source({"data": args.data})
     config = make_config(args.recipe, batch_size=args.batch_size, epochs=args.epochs, val_split=args.val_split,
-                         seed=args.seed, precision=args.precision, **parse_set_values(args.set))
+                         seed=args.seed, precision=args.precision, **parse_sets(args.set))
     x, y, x_val, y_val = train.split_validation(config, data)
     spe = steps_per_epoch(trained_images(config, len(data.x_train)), config.batch_size)
     model, train_model = train.build_training(config, data.num_classes, spe)

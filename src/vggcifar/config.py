@@ -51,15 +51,6 @@ class TrainConfig:
                                      "spec: Keras default", key=True)
     dense_initializer: str | None = _field(None, "initializer", "initializer of the dense kernels (empty: as the "
                                            "convs)", "spec: Keras default")
-    dense_init_std: float | None = _field(None, "std", "a normal initialisation of every dense kernel with this "
-                                          "standard deviation, in place of dense_initializer (empty: none)",
-                                          "spec: Keras default")
-    head_initializer: str | None = _field(None, "initializer", "initializer of the last dense layer's kernel, "
-                                          "the one that gives the logits (empty: as the dense layers)",
-                                          "spec: Keras default")
-    centered_init: bool = _field(False, "yes/no", "subtract from each conv and dense kernel its mean over the fan-in "
-                                 "once, at initialisation: the mean that relu outputs share then does not pass on "
-                                 "to the next layer", "spec: Keras default (no centring)")
     # --- optimisation --------------------------------------------------------
     epochs: int = _field(100, "epochs", "passes over the training images",
                          "spec: results after 10, 20, 50, 100 epochs", key=True)

@@ -73,7 +73,6 @@ def build_vgg(
     dropout: float = 0.5,
     kernel_initializer: str = "glorot_uniform",
     dense_initializer: str | None = None,
-    head_initializer: str | None = None,
     width: float = 1.0,
     rescale: float | None = None,
     input_layout: str = "model",
@@ -98,8 +97,6 @@ def build_vgg(
         kernel_initializer: initializer of the conv kernels.
         dense_initializer: initializer of the dense kernels (default: the
             conv one).
-        head_initializer: initializer of the last dense layer's kernel, the
-            one that gives the logits (default: ``dense_initializer``).
         width: multiplies every conv's filter count (1.0 is the paper's
             network; small values make fast test networks).
         rescale: if set, a Rescaling(rescale) layer first, so that the model
@@ -140,7 +137,6 @@ def build_vgg(
             f"Expected `input_shape` to be 3 positive integers. Received: input_shape={input_shape!r}"
         )
     dense_initializer = dense_initializer or kernel_initializer
-    head_initializer = head_initializer or dense_initializer
     if name is None:
         name = config if isinstance(config, str) else "vgg"
         if batch_norm:
@@ -182,7 +178,7 @@ def build_vgg(
         x = layers.Dense(dense_units, kernel_initializer=dense_initializer, name=f"fc{i}")(x)
         x = layers.Activation("relu", name=f"fc{i}_relu")(x)
         x = layers.Dropout(dropout, seed=None if seed is None else seed + i, name=f"fc{i}_dropout")(x)
-    x = layers.Dense(num_classes, kernel_initializer=head_initializer, name="predictions")(x)
+    x = layers.Dense(num_classes, kernel_initializer=dense_initializer, name="predictions")(x)
     # float32 softmax whatever the compute precision: probabilities and the
     # loss stay accurate under mixed precision.
     outputs = layers.Activation("softmax", dtype="float32", name="softmax")(x)

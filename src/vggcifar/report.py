@@ -333,7 +333,7 @@ def format_setting(key: str, value) -> str:
 
     if value is None:
         return {"val_split": f"{DEFAULT_VAL_SPLIT}, at most {VAL_SHARE:.0%} of the set",
-                "dense_initializer": "as the convs", "head_initializer": "as the dense layers"}.get(key, "none")
+                "dense_initializer": "as the convs"}.get(key, "none")
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):

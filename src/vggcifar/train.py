@@ -92,43 +92,11 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
         width=config.width,
         dropout=config.dropout,
         kernel_initializer=config.kernel_initializer,
-        # A config dict, not an instance: each dense layer gets its own draw.
-        dense_initializer=({"class_name": "RandomNormal", "config": {"mean": 0.0, "stddev": config.dense_init_std}}
-                           if config.dense_init_std else config.dense_initializer),
-        head_initializer=config.head_initializer,
+        dense_initializer=config.dense_initializer,
         rescale=1.0 / 255,
         input_layout="channels_last",
         seed=config.seed,
     )
-
-
-#: The std of relu(z) - E[relu(z)] for a standard normal z is sqrt((1 - 1/pi) / 2), against
-#: sqrt(1/2) for relu(z) itself, the second moment He's initialisation keeps from layer to
-#: layer: a centred kernel scaled by this gain keeps it (Brock et al. 2021, Scaled WS).
-CENTERED_GAIN = 1 / math.sqrt(1 - 1 / math.pi)
-
-
-def center_kernels(model: keras.Model) -> None:
-    """Subtract from every conv and dense kernel its mean over the fan-in (all
-    axes but the last, the output units), and scale the kernels that take relu
-    outputs by CENTERED_GAIN. Relu outputs are never negative, so every unit of
-    a layer sees inputs with a shared positive mean; through a kernel whose
-    weights do not sum to zero that mean reaches the next layer as an offset
-    common to all images, which grows with depth until every image looks the
-    same to the head (Brock et al. 2021, "mean shift"). A kernel with zero sum
-    over its fan-in lets no such offset through, and the gain gives back the
-    scale the offset carried. Done once, before training: the network and its
-    training stay as they are."""
-    first = True
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            kernel = keras.ops.convert_to_numpy(layer.kernel)
-            if first:  # pixels: each colour plane's 3x3 taps sum to zero, so a flat colour of any hue gives 0
-                layer.kernel.assign(kernel - kernel.mean(axis=(0, 1), keepdims=True))
-                first = False
-                continue
-            kernel = kernel - kernel.mean(axis=tuple(range(kernel.ndim - 1)), keepdims=True)
-            layer.kernel.assign(kernel * CENTERED_GAIN)
 
 
 def make_schedule(config: TrainConfig, steps_per_epoch: int):
@@ -162,8 +130,6 @@ def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int):
     precision = backend.set_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
     model = build_model(config, num_classes)
-    if config.centered_init:
-        center_kernels(model)
     aug = augmentation_layers(config, config.seed)
     if aug:
         inputs = keras.Input(shape=(32, 32, 3), dtype="uint8", name="image")
