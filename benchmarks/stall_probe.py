@@ -8,7 +8,7 @@ measures, on one fixed batch of training images:
 - per layer (each conv's and dense layer's relu, and the logits), in inference mode:
   ``rms`` (root mean square of the activations), ``sim`` (mean cosine similarity
   between two different images' activations: 1 means every image looks the same to
-  the layers above), ``dead`` (share of channels zero for every image);
+  the layers above), ``dead`` (share of units zero for every image);
 - per kernel, in training mode: ``grad`` (rms of the loss's gradient) and
   ``grad/w`` (it over the kernel's rms: how fast SGD can move that layer);
 - the loss and the validation accuracy.
@@ -106,9 +106,9 @@ def probe(model, train_model, x, y_onehot, x_val, y_val, layers: bool = True) ->
     layers = []
     for name, a in zip(names, outs):
         a = np.asarray(a, np.float32)
-        channels = a.reshape(-1, a.shape[-1]) if a.ndim > 2 else a
+        units = a.reshape(len(a), -1)  # whatever the layout: a unit is one position of one channel
         layers.append({"layer": name, "rms": rms(a), "sim": mean_cosine(a),
-                       "dead": float(np.mean(np.all(channels <= 0, axis=0))) if name != "predictions" else 0.0})
+                       "dead": float(np.mean(np.all(units <= 0, axis=0))) if name != "predictions" else 0.0})
     loss, grads = gradients(train_model, x, y_onehot)
     kernels = []
     for w, g in zip(train_model.trainable_weights, grads):
