@@ -161,7 +161,8 @@ def test_the_supervisor_says_one_line(monkeypatch, capsys):
     assert main(CLUSTER_ARGS) == STATUS_LOST_PROCESS
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("vggcifar: process 0 was lost (the coordination service")
-    assert err.rstrip().endswith("(here: vggcifar " + " ".join(CLUSTER_ARGS) + " --resume)")
+    assert err.rstrip().endswith("(here: vggcifar train --resume --run-dir runs/x --coordinator 10.0.0.1:1234 "
+                                 "--num-processes 2 --process-id 1)")
     assert main(CLUSTER_ARGS) == STATUS_LOST_PROCESS
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"vggcifar: another process was lost ({GLOO})")
@@ -392,7 +393,8 @@ def test_a_lost_process_ends_the_other_in_one_line_and_resume_ends_as_without_it
     # One line: which process, and how to resume; no traceback, no C++ stack dump.
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"vggcifar: process {victim} was lost ("), err[-3000:]
-    assert f"--process-id {survivor} --run-dir {tmp_path / f'r{survivor}'} --resume)" in lines[0]
+    assert f"--resume --run-dir {tmp_path / f'r{survivor}'} --coordinator" in lines[0]
+    assert lines[0].endswith(f"--num-processes 2 --process-id {survivor})"), lines[0]
     # Process 0 hosts the coordination service: its loss is known at once;
     # another's once its heartbeats have been missing for the timeout.
     assert seconds < (15 if victim == 0 else HEARTBEAT_SECONDS + 30), seconds

@@ -15,7 +15,8 @@ from vggcifar.metrics import MISMATCH_KEPT_SHARE, MISMATCH_TRAIN_LEAD, MODE_CHEC
 from vggcifar.report import milestone_section, mismatch_message
 from vggcifar.experiment import train_run
 from vggcifar.rundir import ResultDir, RunDir
-from vggcifar.train import build_training, make_runner
+from vggcifar.build import build_training
+from vggcifar.train import make_runner
 
 
 #: A batch-norm VGG-11 that learns the synthetic set in four epochs of 20

@@ -9,7 +9,7 @@ from vggcifar.cli import main
 from vggcifar.config import make_config
 from vggcifar.data import load_dataset
 from vggcifar.metrics import cross_entropy
-from vggcifar.train import build_model
+from vggcifar.build import build_model
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
-"""Training: the model and optimizer a config describes, its batches, the step, and ``fit``, which returns its result or raises why it stopped.
+"""Training: the loop that advances a run's state call by call, checkpoints it, and returns its result or raises why it stopped.
 
-The loop owns its shuffle (a permutation drawn from the seed and the epoch), so
-a run resumed from any checkpoint, mid-epoch included, passes through the same
-batches as an uninterrupted one; on CPU the final weights are bit-identical.
-What the loop prints goes through ``vggcifar.progress``; what a run keeps
-(milestones, reports) is its caller's (``vggcifar.experiment``).
+``fit`` takes resolved settings (vggcifar.settings.resolve) and decides
+nothing again. The model and optimizer are vggcifar.build's, the batch order
+vggcifar.order's (a function of the seed and the epoch, so a run resumed from
+any checkpoint, mid-epoch included, passes through the same batches as an
+uninterrupted one; on CPU the final weights are bit-identical), the steps
+vggcifar.steps'. What the loop prints goes through ``vggcifar.progress``; what
+a run keeps (milestones, reports) is its caller's (``vggcifar.experiment``).
 """
 
 from __future__ import annotations
@@ -18,189 +20,32 @@ import numpy as np
 
 import keras
 
-from vggcifar import backend, checkpoint, cluster, steps
-from vggcifar.budget import steps_per_epoch as count_steps
-from vggcifar.budget import warmup_steps
+from vggcifar import backend, build, checkpoint, cluster, order, steps
 from vggcifar.checkpoint import TrainState
-from vggcifar.config import TrainConfig, effective_val_split
+from vggcifar.config import TrainConfig
 from vggcifar.data import CifarData
 from vggcifar.fsutil import first_line
 from vggcifar.inference import predict_probs
 from vggcifar.metrics import MODE_CHECK_IMAGES, cross_entropy, mode_mismatch
-from vggcifar.model import build_vgg
 from vggcifar.progress import Progress
 from vggcifar.rundir import RunDir
+from vggcifar.settings import RunSettings
+from vggcifar.stops import Diverged, Interrupted, ProcessLost, TrainingStopped
 
-
-class TrainingStopped(Exception):
-    """Training ended before its last epoch; ``reason`` says why, for a reader."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Interrupted(TrainingStopped):
-    """Stopped on request: ``signum`` (SIGINT, SIGTERM), or None for a step
-    budget (``max_steps``). The state is checkpointed; --resume continues."""
-
-    def __init__(self, reason: str, signum: int | None = None):
-        super().__init__(reason)
-        self.signum = signum
-
-
-class Diverged(TrainingStopped):
-    """The loss or the weights became non-finite; the last good checkpoint is kept."""
-
-
-class ProcessLost(TrainingStopped):
-    """Under several processes, a collective failed because another process
-    went away. The checkpoints are intact; --resume on every process continues."""
-
-
-# --------------------------------------------------------------------------- #
-# model and optimizer
-# --------------------------------------------------------------------------- #
-def augmentation_layers(config: TrainConfig, seed: int) -> list:
-    """Keras preprocessing layers: active in training, identity at inference."""
-    out = []
-    if "crop" in config.augment:
-        # Pad 4 then crop 32x32 == shift by up to 4 px with zero fill.
-        out.append(keras.layers.RandomTranslation(
-            4 / 32, 4 / 32, fill_mode="constant", interpolation="nearest", seed=seed, name="aug_crop"))
-    if "flip" in config.augment:
-        out.append(keras.layers.RandomFlip("horizontal", seed=seed + 1, name="aug_flip"))
-    if "cutout" in config.augment:
-        # One 8x8 square (1/16 of the area) of zeros in every image: a factor
-        # of (1, 1) erases always (a single 1.0 would draw the chance from [0, 1]).
-        out.append(keras.layers.RandomErasing(
-            factor=(1.0, 1.0), scale=(0.0625, 0.0625), fill_value=0, seed=seed + 2, name="aug_cutout"))
-    return out
-
-
-def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
-    """The network a run trains and saves: it takes raw uint8 images,
-    channels-last, whatever layout it computes in."""
-    return build_vgg(
-        config.model,
-        num_classes=num_classes,
-        data_format=backend.resolve_data_format(config.data_format),
-        batch_norm=config.batch_norm,
-        bn_momentum=config.bn_momentum,
-        padding=config.padding,
-        dense_units=config.dense_units,
-        width=config.width,
-        dropout=config.dropout,
-        kernel_initializer=config.kernel_initializer,
-        dense_initializer=config.dense_initializer,
-        rescale=1.0 / 255,
-        input_layout="channels_last",
-        seed=config.seed,
-    )
-
-
-def make_schedule(config: TrainConfig, steps_per_epoch: int):
-    if config.schedule == "inverse_time":
-        # Old Keras SGD(decay=d): lr_t = lr / (1 + d * t), t = iterations so far.
-        return keras.optimizers.schedules.InverseTimeDecay(config.lr, decay_steps=1, decay_rate=config.decay)
-    if config.schedule == "constant":
-        return config.lr
-    total = config.epochs * steps_per_epoch
-    warmup = warmup_steps(config, steps_per_epoch)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else config.lr,
-        decay_steps=max(1, total - warmup),
-        warmup_target=config.lr if warmup else None,
-        warmup_steps=warmup,
-    )
-
-
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    return keras.optimizers.SGD(
-        learning_rate=make_schedule(config, steps_per_epoch),
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay or None,
-    )
-
-
-def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int):
-    """(model, train_model): the saved network, and it behind augmentation,
-    compiled with the config's optimizer and loss."""
-    precision = backend.set_precision(config.precision)
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(config, num_classes)
-    aug = augmentation_layers(config, config.seed)
-    if aug:
-        inputs = keras.Input(shape=(32, 32, 3), dtype="uint8", name="image")
-        x = inputs
-        for layer in aug:
-            x = layer(x)
-        train_model = keras.Model(inputs, model(x), name="train_" + model.name)
-    else:
-        train_model = model
-    optimizer = make_optimizer(config, steps_per_epoch)
-    if precision == "mixed_float16":  # float16 gradients underflow without scaling
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    train_model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
-    )
-    optimizer.build(train_model.trainable_variables)
-    return model, train_model
-
-
-def current_lr(optimizer) -> float:
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    lr = inner.learning_rate
-    return float(keras.ops.convert_to_numpy(lr))
+__all__ = ["fit", "FitResult", "EpochEnd", "TrainingStopped", "Interrupted", "Diverged", "ProcessLost"]
 
 
 # --------------------------------------------------------------------------- #
 # batches and the step
 # --------------------------------------------------------------------------- #
 def split_validation(config: TrainConfig, data: CifarData):
-    """(x_train, y_train, x_val, y_val): the spec validates on the test set;
-    other recipes hold out the last training images (how many:
-    vggcifar.config.effective_val_split)."""
+    """(x_train, y_train, x_val, y_val) of a resolved ``config``: the spec
+    validates on the test set; other recipes hold out the last
+    ``config.val_split`` training images."""
     if config.validate_on_test:
         return data.x_train, data.y_train, data.x_test, data.y_test
-    n = len(data.x_train)
-    k = effective_val_split(config, n)
-    return data.x_train[:n - k], data.y_train[:n - k], data.x_train[n - k:], data.y_train[n - k:]
-
-
-def usable_images(n: int, batch_size: int, devices: int) -> int:
-    """Images an epoch trains on: all but the remainder of a short last batch
-    that does not split among the devices (at most devices - 1 images, different
-    ones each epoch, as the shuffle moves them)."""
-    return n - (n % batch_size) % devices
-
-
-def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The shuffle of one epoch: a function of (seed, epoch) alone."""
-    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
-
-
-def batch_indices(perm: np.ndarray, step: int, batch_size: int) -> np.ndarray:
-    """Rows of step ``step`` of an epoch shuffled by ``perm``, sorted so that
-    the gather from the uint8 set reads memory in order (the batch is the same
-    set of images, and the step's mean loss does not depend on their order)."""
-    return np.sort(perm[step * batch_size:(step + 1) * batch_size])
-
-
-def batches(seed: int, images: int, batch_size: int, *, used: int | None = None, epoch: int = 0, step: int = 0):
-    """(epoch, step, rows) of every step from (``epoch``, ``step``) on, without
-    end: each epoch a new shuffle of ``images`` rows, of which the first
-    ``used`` (default all) are trained on."""
-    used = images if used is None else used
-    steps = count_steps(used, batch_size)
-    while True:
-        perm = epoch_permutation(seed, epoch, images)[:used]
-        for s in range(step, steps):
-            yield epoch, s, batch_indices(perm, s, batch_size)
-        epoch, step = epoch + 1, 0
+    n = len(data.x_train) - config.val_split
+    return data.x_train[:n], data.y_train[:n], data.x_train[n:], data.y_train[n:]
 
 
 def process_rows(idx: np.ndarray) -> np.ndarray:
@@ -209,28 +54,6 @@ def process_rows(idx: np.ndarray) -> np.ndarray:
     feeds one contiguous slice and JAX assembles the global batch from them."""
     count, index = backend.process_slot()
     return idx if count == 1 else np.array_split(idx, count)[index]
-
-
-def chunks(seed: int, images: int, batch_size: int, per_call: int, *, used: int | None = None, epoch: int = 0,
-           step: int = 0):
-    """(epoch, first step, rows) of every call from (``epoch``, ``step``) on:
-    ``rows`` is a (k, batch) array of the k <= ``per_call`` steps that one call
-    runs. Calls never cross an epoch's end, end at multiples of ``per_call``
-    steps from the epoch's start (so a resumed run makes the same calls), and a
-    short last batch is a call of its own."""
-    steps_per_epoch = count_steps(images if used is None else used, batch_size)
-    pending: list[np.ndarray] = []
-    first = None
-    for e, s, idx in batches(seed, images, batch_size, used=used, epoch=epoch, step=step):
-        if pending and len(idx) != len(pending[0]):  # the short last batch: a call of its own
-            yield e, first, np.stack(pending)
-            pending = []
-        if not pending:
-            first = s
-        pending.append(idx)
-        if s + 1 == steps_per_epoch or (s + 1) % per_call == 0:
-            yield e, first, np.stack(pending)
-            pending = []
 
 
 def make_runner(train_model, x: np.ndarray, y: np.ndarray, num_classes: int, *, devices: int = 1):
@@ -310,7 +133,7 @@ class FitResult:
 
 
 def fit(
-    config: TrainConfig,
+    settings: RunSettings,
     data: CifarData,
     run_dir,
     *,
@@ -320,7 +143,7 @@ def fit(
     verbose: int = 1,
     max_steps: int | None = None,
 ) -> FitResult:
-    """Train ``config`` on ``data``, checkpointing in ``run_dir``.
+    """Train as ``settings`` say on ``data``, checkpointing in ``run_dir``.
 
     ``on_epoch_end(EpochEnd)`` runs after every epoch, before its checkpoint:
     a checkpoint at an epoch's end exists only once that epoch's files are
@@ -329,14 +152,15 @@ def fit(
     is raised first, keeping the last good checkpoint. Ctrl-C and SIGTERM
     checkpoint and raise ``Interrupted``; so does ``max_steps`` (steps in this
     call: for tests and benchmarks of interruption). The model is built and
-    trained on ``config.devices`` (data-parallel on more than one, see
+    trained on ``settings.devices`` (data-parallel on more than one, see
     ``backend.device_scope``). Under several processes, a collective that
     fails because another process went away raises ``ProcessLost``.
     """
-    devices = backend.resolve_devices(config.devices, config.batch_size)
-    with backend.device_scope(devices):
+    if not isinstance(settings, RunSettings):
+        raise TypeError(f"fit takes the settings vggcifar.settings.resolve makes. Received: {type(settings).__name__}")
+    with backend.device_scope(list(settings.devices)):
         try:
-            loop = _Loop(config, data, RunDir(run_dir), devices=len(devices), log=log, verbose=verbose)
+            loop = _Loop(settings, data, RunDir(run_dir), log=log, verbose=verbose)
             return loop.run(resume=resume, on_epoch_end=on_epoch_end, max_steps=max_steps)
         except Exception as exc:
             if backend.several_processes() and cluster.collective_failed(exc):
@@ -347,17 +171,17 @@ def fit(
 class _Loop:
     """One call of ``fit``: the model, the data split and the state it advances."""
 
-    def __init__(self, config: TrainConfig, data: CifarData, run: RunDir, *, devices: int, log, verbose: int):
+    def __init__(self, settings: RunSettings, data: CifarData, run: RunDir, *, log, verbose: int):
+        config = settings.config
         self.config, self.run_dir, self.log = config, run, log
         self.num_classes = data.num_classes
         self.x, self.y, self.x_val, self.y_val = split_validation(config, data)
         if backend.several_processes():
             check_same_data(self.x, self.y)
-        self.used = usable_images(len(self.x), config.batch_size, devices)
-        self.steps_per_epoch = count_steps(self.used, config.batch_size)
-        self.model, self.train_model = build_training(config, data.num_classes, self.steps_per_epoch)
-        self.per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
-        self.runner = make_runner(self.train_model, self.x, self.y, data.num_classes, devices=devices)
+        self.used, self.steps_per_epoch = settings.train_images, settings.steps_per_epoch
+        self.per_call = config.steps_per_execution
+        self.model, self.train_model = build.build_training(config, data.num_classes, self.steps_per_epoch)
+        self.runner = make_runner(self.train_model, self.x, self.y, data.num_classes, devices=len(settings.devices))
         # The fixed sample of the train/inference check: evenly spaced training images.
         rows = np.linspace(0, len(self.x) - 1, min(MODE_CHECK_IMAGES, len(self.x))).astype(np.int64)
         self.x_check, self.y_check = self.x[rows], self.y[rows]
@@ -378,43 +202,46 @@ class _Loop:
         steps_this_call = 0
         budget = math.inf if max_steps is None else max_steps
         new_epoch = True
-        stream = chunks(config.seed, len(self.x), config.batch_size, self.per_call, used=self.used,
+        stream = order.chunks(config.seed, len(self.x), config.batch_size, self.per_call, used=self.used,
                         epoch=state.epoch, step=state.step_in_epoch)
         with _StopSignals() as signals:
             for epoch, step, rows in stream:
                 if new_epoch:
                     self.progress.epoch_start(epoch)
                     new_epoch = False
-                t0 = time.perf_counter()
-                losses, accuracies = self.runner.run(rows)
-                dt = time.perf_counter() - t0
-                bad = np.flatnonzero(~np.isfinite(losses))
-                if len(bad):  # the chunk's later steps ran on from it: nothing of it is kept
-                    raise Diverged(f"the training loss became {losses[bad[0]]} at epoch {epoch + 1}, step "
-                                   f"{step + bad[0] + 1} (global step {state.global_step + bad[0] + 1}); the last "
-                                   "good checkpoint is kept")
-                self._count(losses, accuracies, rows.shape[1], dt)
+                self._train_call(epoch, step, rows)
                 steps_this_call += len(rows)
-                last_of_epoch = step + len(rows) == self.steps_per_epoch
-                if not last_of_epoch:
-                    signum, due = self._agree(signals.received,
-                                              time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60)
-                    if signum is not None or steps_this_call >= budget:
-                        self._checkpoint(epoch)
-                        raise self._interrupted(signum)
-                    if due:
-                        self._checkpoint(epoch)
-                        last_checkpoint = time.monotonic()
-                    continue
-                self._end_epoch(epoch, on_epoch_end)
-                last_checkpoint = time.monotonic()
-                new_epoch = True
-                if state.epoch == config.epochs:
-                    break
-                signum, _ = self._agree(signals.received, False)
+                epoch_ended = step + len(rows) == self.steps_per_epoch
+                if epoch_ended:
+                    self._end_epoch(epoch, on_epoch_end)  # its checkpoint included
+                    last_checkpoint = time.monotonic()
+                    new_epoch = True
+                    if state.epoch == config.epochs:
+                        break
+                # The one decision after each call: stop (a signal, the step
+                # budget) or checkpoint on time; at an epoch's end the state is saved already.
+                due = not epoch_ended and time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60
+                signum, due = self._agree(signals.received, due)
                 if signum is not None or steps_this_call >= budget:
+                    if not epoch_ended:
+                        self._checkpoint(epoch)
                     raise self._interrupted(signum)
+                if due:
+                    self._checkpoint(epoch)
+                    last_checkpoint = time.monotonic()
         return FitResult(self.model, state)
+
+    def _train_call(self, epoch: int, step: int, rows: np.ndarray) -> None:
+        """One call of the runner: its steps trained, their losses checked and counted."""
+        t0 = time.perf_counter()
+        losses, accuracies = self.runner.run(rows)
+        dt = time.perf_counter() - t0
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if len(bad):  # the call's later steps ran on from it: nothing of it is kept
+            raise Diverged(f"the training loss became {losses[bad[0]]} at epoch {epoch + 1}, step "
+                           f"{step + bad[0] + 1} (global step {self.state.global_step + bad[0] + 1}); the last "
+                           "good checkpoint is kept")
+        self._count(losses, accuracies, rows.shape[1], dt)
 
     @staticmethod
     def _agree(received: int | None, due: bool) -> tuple[int | None, bool]:
@@ -452,10 +279,10 @@ class _Loop:
         self._check_finite(epoch)
         checkpoint.save(self.run_dir, self.train_model, self.state)
 
-    def _interrupted(self, signum: int | None) -> Interrupted:
+    @staticmethod
+    def _interrupted(signum: int | None) -> Interrupted:
         how = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}.get(signum, "stopped")
-        return Interrupted(f"{how}; the state is saved: continue with "
-                           f"`vggcifar train --resume --run-dir {self.run_dir.path}`", signum)
+        return Interrupted(f"{how}; the state is saved", signum)
 
     def _end_epoch(self, epoch: int, on_epoch_end) -> None:
         """Validation, the train/inference check, history; the caller's files; the checkpoint."""
@@ -472,7 +299,7 @@ class _Loop:
             "inference_mismatch": int(mode_mismatch(accuracy, check_acc, self.num_classes)),
             "val_loss": cross_entropy(val_probs, self.y_val) if val_probs is not None else None,
             "val_accuracy": float((val_probs.argmax(1) == self.y_val).mean()) if val_probs is not None else None,
-            "lr": current_lr(self.train_model.optimizer),
+            "lr": build.current_lr(self.train_model.optimizer),
             "seconds": state.epoch_seconds,
         }
         state.history.append(row)
