@@ -54,10 +54,11 @@ class Plan:
     separate_runs: bool = False  # a run of its own for each milestone (train_separately)
 
 
-def run_one(request: Request, *, log=print, verbose: int = 1) -> Outcome:
+def run_one(request: Request, *, log=print, verbose: int = 1, callbacks=()) -> Outcome:
     """A request for one run folder (a run with milestones, or separate runs)."""
     plan = resume_plan(request) if request.resume else new_plan(request, request.recipes[0], request.run_dir)
-    return Outcome(request, plan.run_dir.report, metrics=run_plan(plan, log=log, verbose=verbose))
+    return Outcome(request, plan.run_dir.report,
+                   metrics=run_plan(plan, log=log, verbose=verbose, callbacks=callbacks))
 
 
 def new_plan(request: Request, recipe: str, run_dir, **changes) -> Plan:
@@ -86,14 +87,14 @@ def resume_plan(request: Request, run_dir=None) -> Plan:
                 separate_runs=bool(saved.get("separate_runs")))
 
 
-def run_plan(plan: Plan, *, log=print, verbose: int = 1) -> dict:
+def run_plan(plan: Plan, *, log=print, verbose: int = 1, callbacks=()) -> dict:
     """Load the plan's data and train it; the last milestone's metrics."""
     data = load_source(plan.source, limit_train=plan.config.limit_train, limit_test=plan.config.limit_test)
     log(f"run folder: {plan.run_dir.path}")
     log(backend.describe())
     train_it = train_separately if plan.separate_runs else train_run
     return train_it(plan.config, data, plan.run_dir, milestones=plan.milestones, resume=plan.resume,
-                    source=plan.source, log=log, verbose=verbose)
+                    source=plan.source, log=log, verbose=verbose, callbacks=callbacks)
 
 
 def _begin(run: RunDir, config: TrainConfig, data: CifarData, milestones, source: dict | None, *, resume: bool,
@@ -116,17 +117,22 @@ def _begin(run: RunDir, config: TrainConfig, data: CifarData, milestones, source
 
 
 def train_run(config: TrainConfig, data: CifarData, run_dir, *, milestones=None, resume: bool = False,
-              source: dict | None = None, log=print, verbose: int = 1, max_steps: int | None = None) -> dict:
-    """Train in ``run_dir``, evaluating and saving at each milestone epoch.
-    Returns the last milestone's metrics."""
+              source: dict | None = None, log=print, verbose: int = 1, max_steps: int | None = None,
+              callbacks=()) -> dict:
+    """Train in ``run_dir``, evaluating and saving at each milestone epoch
+    (``callbacks``: Keras callbacks, see vggcifar.hooks). Returns the last
+    milestone's metrics (a run a callback stopped: the epoch it stopped at)."""
     run = RunDir(run_dir)
     with run.lock():
         settings, env = _begin(run, config, data, milestones, source, resume=resume)
         record = RunRecord(run, settings, data, env, resume=resume, log=log,
                            short_run=announce(settings, log))
         try:
-            train.fit(settings, data, run, resume=resume, on_epoch_end=record.epoch_end, log=log, verbose=verbose,
-                      max_steps=max_steps)
+            result = train.fit(settings, data, run, resume=resume, on_epoch_end=record.epoch_end, log=log,
+                               verbose=verbose, max_steps=max_steps, callbacks=callbacks)
+            if result.stopped:
+                record.stopped(result.stopped, at_epoch_end=result.state.step_in_epoch == 0)
+                return run.read_metrics()
         except train.Diverged as stop:
             record.failed(stop.reason)
             raise
@@ -137,7 +143,7 @@ def train_run(config: TrainConfig, data: CifarData, run_dir, *, milestones=None,
 
 
 def train_separately(config: TrainConfig, data: CifarData, run_dir, *, milestones=None, resume: bool = False,
-                     source: dict | None = None, log=print, verbose: int = 1) -> dict:
+                     source: dict | None = None, log=print, verbose: int = 1, callbacks=()) -> dict:
     """A run of its own for each milestone, from the same seed, each with its
     schedule set for its own length: ``run_dir/epochs-010/`` is the whole
     run folder of the 10-epoch run (``RunDir.separate_run``), and the top of
@@ -158,7 +164,7 @@ def train_separately(config: TrainConfig, data: CifarData, run_dir, *, milestone
             child = run.separate_run(m)
             log(f"separate run {i}/{len(settings.milestones)}: {m} epochs in {child.path}")
             results[m] = train_run(dataclasses.replace(config, epochs=m), data, child, milestones=[m],
-                                   resume=resume, source=source, log=log, verbose=verbose)
+                                   resume=resume, source=source, log=log, verbose=verbose, callbacks=callbacks)
             run.publish(m)
             separate_report(run, config, env, results)
         return results[milestones[-1]]
@@ -177,7 +183,7 @@ def announce(settings: RunSettings, log) -> dict | None:
 # --------------------------------------------------------------------------- #
 # recipes side by side
 # --------------------------------------------------------------------------- #
-def run_each(plans: dict, label, *, log=print, warn=print, verbose: int = 1, after=None) -> list:
+def run_each(plans: dict, label, *, log=print, warn=print, verbose: int = 1, after=None, callbacks=()) -> list:
     """Train each of ``plans`` ({key: Plan}) in turn, ``label(key, i, n)``
     logged before it and ``after(key)`` called after it. A plan whose loss
     diverges is told through ``warn`` and the others still run; an
@@ -186,7 +192,7 @@ def run_each(plans: dict, label, *, log=print, warn=print, verbose: int = 1, aft
     for i, (key, plan) in enumerate(plans.items(), 1):
         log(label(key, i, len(plans)))
         try:
-            log(finished_line(run_plan(plan, log=log, verbose=verbose), plan.run_dir.report))
+            log(finished_line(run_plan(plan, log=log, verbose=verbose, callbacks=callbacks), plan.run_dir.report))
         except train.Diverged as stop:
             warn(stop.reason)
             diverged.append(key)
@@ -213,7 +219,7 @@ def comparison_plans(request: Request, root=None) -> dict[str, Plan]:
     return plans
 
 
-def compare(request: Request, *, log=print, warn=print, verbose: int = 1) -> Outcome:
+def compare(request: Request, *, log=print, warn=print, verbose: int = 1, callbacks=()) -> Outcome:
     """Train each recipe of ``request`` in turn, then write comparison.md and
     .json in its folder. A recipe whose loss diverges is told through ``warn``
     and recorded, and the others still run. An interruption stops at once
@@ -221,7 +227,7 @@ def compare(request: Request, *, log=print, warn=print, verbose: int = 1) -> Out
     compare_dir = CompareDir(request.run_dir)
     plans = comparison_plans(request)
     diverged = run_each(plans, lambda recipe, i, n: f"recipe {i}/{n}: {recipe}", log=log, warn=warn,
-                        verbose=verbose)
+                        verbose=verbose, callbacks=callbacks)
     table = compare_runs(request.run_dir, list(plans))
     compare_dir.write(table, comparison_markdown(table))
     return Outcome(request, compare_dir.markdown, summary=table, diverged=tuple(diverged))

@@ -74,6 +74,7 @@ class RunRecord:
             self.wall_before = read_json_or_empty(run.metrics).get("wall_seconds", 0.0)
             for m in run.done_milestones(settings.milestones):
                 self.results[m] = read_json_or_empty(run.milestone(m).metrics)
+        self.last_end: EpochEnd | None = None  # the newest epoch's end seen
         self.live = None
         if settings.config.tensorboard:
             from vggcifar.liveview import SPLITS, EpochScalars
@@ -100,11 +101,16 @@ class RunRecord:
         if row["inference_mismatch"]:
             self.log("WARNING: " + mismatch_message(row["epoch"], row["accuracy"], row["train_inference_accuracy"],
                                                     data.num_classes, batch_norm=config.batch_norm))
-        if end.epoch not in self.settings.milestones:
-            return
+        self.last_end = end
+        if end.epoch in self.settings.milestones:
+            self.milestone(end)
+
+    def milestone(self, end: EpochEnd, **changes) -> None:
+        """Milestone ``end``'s model, metrics (with ``changes``), pictures, and the report over all so far."""
+        config, data = self.settings.config, self.data
         probs = end.val_probs if config.validate_on_test else predict_probs(end.model, data.x_test)
         metrics = milestone_metrics(self.settings, data, end, probs, wall_seconds=self.wall_seconds(),
-                                    short_run=self.short_run)
+                                    short_run=self.short_run) | changes
         folder = self.run.milestone(end.epoch)
         folder.save_model(end.model)
         write_results(folder, metrics, synthetic=data.synthetic, images=data.x_test)
@@ -123,6 +129,18 @@ class RunRecord:
 
         label = "synthetic data, " if self.data.synthetic else ""
         save_figure(curves_figure(history, title=f"{label}recipe {self.settings.config.recipe}"), self.run.curves)
+
+    def stopped(self, reason: str, *, at_epoch_end: bool) -> None:
+        """Training ended early without an error (a callback asked): stopped
+        at an epoch's end, that epoch is the run's last milestone; metrics.json
+        and the report say so."""
+        end = self.last_end
+        if at_epoch_end and end is not None and end.epoch not in self.results:
+            self.milestone(end, status="stopped", reason=reason)
+        record = {**read_json_or_empty(self.run.metrics), "status": "stopped", "reason": reason}
+        self.run.write_metrics(record)
+        if self.results:
+            self.write_report(notes=[f"Training stopped early: {reason}."])
 
     def failed(self, reason: str) -> None:
         """A diverged run: metrics.json says so where a reader looks, and so does an existing report."""

@@ -20,13 +20,15 @@ from vggcifar.request import Request
 from vggcifar.rundir import CompareDir, SeedsDir, read_json_or_empty
 
 
-def run_request(request: Request, *, log=print, warn=print, verbose: int = 1) -> Outcome:
+def run_request(request: Request, *, log=print, warn=print, verbose: int = 1, callbacks=()) -> Outcome:
     """A request over seeds: one recipe's seeds (seeds.json, report.md), or
     several recipes' compared as mean ± std (comparison.md)."""
     if len(request.recipes) == 1:
-        result = run_seeds(request.run_dir, seed_plans(request), log=log, warn=warn, verbose=verbose)
+        result = run_seeds(request.run_dir, seed_plans(request), log=log, warn=warn, verbose=verbose,
+                           callbacks=callbacks)
     else:
-        result = compare_seeds(request.run_dir, comparison_seed_plans(request), log=log, warn=warn, verbose=verbose)
+        result = compare_seeds(request.run_dir, comparison_seed_plans(request), log=log, warn=warn, verbose=verbose,
+                               callbacks=callbacks)
     return Outcome(request, result.report, summary=result.summary, diverged=tuple(result.diverged))
 
 
@@ -66,7 +68,8 @@ class SeedsResult:
     diverged: list[int]
 
 
-def run_seeds(root, plans: dict[int, Plan], *, log=print, warn=print, verbose: int = 1) -> SeedsResult:
+def run_seeds(root, plans: dict[int, Plan], *, log=print, warn=print, verbose: int = 1,
+              callbacks=()) -> SeedsResult:
     """Train each seed's plan in turn, then write seeds.json and report.md in
     ``root`` (also after each seed, so a long series shows what it has). A seed
     whose loss diverges is told through ``warn`` and the others still run; an
@@ -77,7 +80,7 @@ def run_seeds(root, plans: dict[int, Plan], *, log=print, warn=print, verbose: i
         summary.update(write_seeds(root, list(plans)))
 
     diverged = run_each(plans, lambda seed, i, n: f"seed {seed} ({i}/{n})", log=log, warn=warn, verbose=verbose,
-                        after=write)
+                        after=write, callbacks=callbacks)
     return SeedsResult(summary, SeedsDir(root).report, diverged)
 
 
@@ -138,15 +141,16 @@ def comparison_seed_plans(request: Request) -> dict[str, dict[int, Plan]]:
     return {recipe: seed_plans(request, compare_dir.recipe_seeds(recipe).path, recipe) for recipe in request.recipes}
 
 
-def compare_seeds(root, plans: dict[str, dict[int, Plan]], *, log=print, warn=print,
-                  verbose: int = 1) -> SeedsResult:
+def compare_seeds(root, plans: dict[str, dict[int, Plan]], *, log=print, warn=print, verbose: int = 1,
+                  callbacks=()) -> SeedsResult:
     """``run_seeds`` for each recipe, then comparison.md and .json in ``root``
     with each recipe's mean ± std over its seeds."""
     compare_dir = CompareDir(root)
     diverged = []
     for i, (recipe, seed_plans_) in enumerate(plans.items(), 1):
         log(f"recipe {i}/{len(plans)}: {recipe}")
-        result = run_seeds(compare_dir.recipe_seeds(recipe).path, seed_plans_, log=log, warn=warn, verbose=verbose)
+        result = run_seeds(compare_dir.recipe_seeds(recipe).path, seed_plans_, log=log, warn=warn, verbose=verbose,
+                           callbacks=callbacks)
         if result.diverged:
             diverged.append(recipe)
     table = compare_seed_runs(root, list(plans))

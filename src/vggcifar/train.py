@@ -25,6 +25,7 @@ from vggcifar.checkpoint import TrainState
 from vggcifar.config import TrainConfig
 from vggcifar.data import CifarData
 from vggcifar.fsutil import first_line
+from vggcifar.hooks import Hooks
 from vggcifar.inference import predict_probs
 from vggcifar.metrics import MODE_CHECK_IMAGES, cross_entropy, mode_mismatch
 from vggcifar.progress import Progress
@@ -130,6 +131,7 @@ class EpochEnd:
 class FitResult:
     model: keras.Model  # the network as saved (no augmentation in front)
     state: TrainState
+    stopped: str | None = None  # why it ended before its last epoch without an error (a callback asked), or None
 
 
 def fit(
@@ -142,6 +144,7 @@ def fit(
     log=print,
     verbose: int = 1,
     max_steps: int | None = None,
+    callbacks=(),
 ) -> FitResult:
     """Train as ``settings`` say on ``data``, checkpointing in ``run_dir``.
 
@@ -151,7 +154,10 @@ def fit(
     No checkpoint and no epoch end ever sees non-finite weights: ``Diverged``
     is raised first, keeping the last good checkpoint. Ctrl-C and SIGTERM
     checkpoint and raise ``Interrupted``; so does ``max_steps`` (steps in this
-    call: for tests and benchmarks of interruption). The model is built and
+    call: for tests and benchmarks of interruption). Keras ``callbacks`` get
+    fit's hooks (vggcifar.hooks); one that sets ``model.stop_training`` ends the
+    run at the next call's end, checkpointed, with ``FitResult.stopped`` set.
+    The model is built and
     trained on ``settings.devices`` (data-parallel on more than one, see
     ``backend.device_scope``). Under several processes, a collective that
     fails because another process went away raises ``ProcessLost``.
@@ -161,7 +167,8 @@ def fit(
     with backend.device_scope(list(settings.devices)):
         try:
             loop = _Loop(settings, data, RunDir(run_dir), log=log, verbose=verbose)
-            return loop.run(resume=resume, on_epoch_end=on_epoch_end, max_steps=max_steps)
+            return loop.run(resume=resume, on_epoch_end=on_epoch_end, max_steps=max_steps,
+                            hooks=Hooks(callbacks, loop.train_model, settings))
         except Exception as exc:
             if backend.several_processes() and cluster.collective_failed(exc):
                 raise ProcessLost(f"a collective across processes failed: {first_line(exc)}") from None
@@ -189,7 +196,7 @@ class _Loop:
                                  images=self.used, log=log, verbose=verbose)
         self.state = TrainState()
 
-    def run(self, *, resume: bool, on_epoch_end, max_steps: int | None) -> FitResult:
+    def run(self, *, resume: bool, on_epoch_end, max_steps: int | None, hooks: Hooks) -> FitResult:
         config, state = self.config, self.state
         if resume:
             restored = checkpoint.load(self.run_dir, self.train_model, warn=self.log)
@@ -203,32 +210,41 @@ class _Loop:
         budget = math.inf if max_steps is None else max_steps
         new_epoch = True
         stream = order.chunks(config.seed, len(self.x), config.batch_size, self.per_call, used=self.used,
-                        epoch=state.epoch, step=state.step_in_epoch)
+                              epoch=state.epoch, step=state.step_in_epoch)
+        hooks.train_begin()
         with _StopSignals() as signals:
             for epoch, step, rows in stream:
                 if new_epoch:
                     self.progress.epoch_start(epoch)
+                    hooks.epoch_begin(epoch)
                     new_epoch = False
                 self._train_call(epoch, step, rows)
+                hooks.batch_end(state)
                 steps_this_call += len(rows)
                 epoch_ended = step + len(rows) == self.steps_per_epoch
                 if epoch_ended:
                     self._end_epoch(epoch, on_epoch_end)  # its checkpoint included
+                    hooks.epoch_end(epoch, state.history[-1])
                     last_checkpoint = time.monotonic()
                     new_epoch = True
                     if state.epoch == config.epochs:
                         break
                 # The one decision after each call: stop (a signal, the step
-                # budget) or checkpoint on time; at an epoch's end the state is saved already.
+                # budget, a callback) or checkpoint on time; at an epoch's end
+                # the state is saved already.
                 due = not epoch_ended and time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60
-                signum, due = self._agree(signals.received, due)
-                if signum is not None or steps_this_call >= budget:
+                signum, due, asked = self._agree(signals.received, due, hooks.stop_asked())
+                if signum is not None or steps_this_call >= budget or asked:
                     if not epoch_ended:
                         self._checkpoint(epoch)
+                    if signum is None and asked:
+                        hooks.train_end()
+                        return FitResult(self.model, state, stopped="a callback asked to stop training")
                     raise self._interrupted(signum)
                 if due:
                     self._checkpoint(epoch)
                     last_checkpoint = time.monotonic()
+        hooks.train_end()
         return FitResult(self.model, state)
 
     def _train_call(self, epoch: int, step: int, rows: np.ndarray) -> None:
@@ -244,13 +260,13 @@ class _Loop:
         self._count(losses, accuracies, rows.shape[1], dt)
 
     @staticmethod
-    def _agree(received: int | None, due: bool) -> tuple[int | None, bool]:
-        """(the signal to stop on, whether a timed checkpoint is due), the same
-        on every process: under several, any one's signal and clock decide for
-        all (one small collective a call), so all stop and checkpoint at the
-        same step."""
-        signum, due = backend.agree_max([received or 0, due])
-        return signum or None, bool(due)
+    def _agree(received: int | None, due: bool, asked: bool) -> tuple[int | None, bool, bool]:
+        """(the signal to stop on, whether a timed checkpoint is due, whether a
+        callback asked to stop), the same on every process: under several, any
+        one's signal, clock and callbacks decide for all (one small collective a
+        call), so all stop and checkpoint at the same step."""
+        signum, due, asked = backend.agree_max([received or 0, due, asked])
+        return signum or None, bool(due), bool(asked)
 
     def _count(self, losses: np.ndarray, accuracies: np.ndarray, images: int, seconds: float) -> None:
         """Add one call's steps (``images`` each) to the state and the progress bar."""
