@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vggcifar import backend, bench
-from vggcifar import train as T
+from vggcifar import loop as T
 from vggcifar import build, order
 from vggcifar.cli import main
 from vggcifar.config import make_config

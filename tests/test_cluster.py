@@ -234,7 +234,7 @@ def test_a_checkpoint_is_removed_whole(tmp_path, monkeypatch):
 
 
 def test_processes_train_on_the_same_data(monkeypatch):
-    from vggcifar.train import check_same_data
+    from vggcifar.loop import check_same_data
 
     x, y = np.zeros((8, 32, 32, 3), np.uint8), np.arange(8) % 2
     two_processes(monkeypatch, lambda values, width: np.asarray(values, np.int32))
@@ -247,8 +247,8 @@ def test_processes_train_on_the_same_data(monkeypatch):
 def test_another_process_s_signal_and_clock_decide_for_all(tmp_path, monkeypatch):
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
-    from vggcifar.experiment import train_run
-    from vggcifar.train import Interrupted
+    from vggcifar.runs import train_run
+    from vggcifar.loop import Interrupted
 
     # The other process's answers after this process's n-th call: its clock says
     # a checkpoint is due after call 2, it received SIGTERM before call 4's end.

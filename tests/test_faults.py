@@ -33,9 +33,9 @@ from vggcifar import download, fixtures, fsutil
 from vggcifar.cli import main
 from vggcifar.config import make_config
 from vggcifar.data import DataError, load_cifar, load_dataset
-from vggcifar.experiment import train_run
+from vggcifar.runs import train_run
 from vggcifar.rundir import RunDir
-from vggcifar.train import TrainingStopped
+from vggcifar.loop import TrainingStopped
 
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY
-from vggcifar import api, cli, experiment
+from vggcifar import api, cli, runs
 from vggcifar import build, order
 from vggcifar.cli import build_parser, main
 from vggcifar.cluster import MULTI_HOST_ENV
@@ -35,7 +35,7 @@ def test_devices_with_resume_replaces_only_the_device_count(tmp_path):
     run.write_config(config)
     run.write_run([1, 3], {"dataset": "synthetic"})
     def plan(*argv):
-        return experiment.resume_plan(cli._request(parse(*argv)))
+        return runs.resume_plan(cli._request(parse(*argv)))
 
     resumed = plan("train", "--resume", "--run-dir", str(run.path), "--devices", "all")
     assert resumed.resume and resumed.config.devices == "all"

@@ -202,10 +202,10 @@ def test_the_loop_reports_step_times_and_the_estimate_matches_the_time_of_learni
     import types
 
     from conftest import TINY
-    from vggcifar import train as T
+    from vggcifar import loop as T
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
-    from vggcifar.experiment import train_run
+    from vggcifar.runs import train_run
 
     clock = [0.0]
     durations = iter([5.0] + [0.5] * 100)

@@ -145,7 +145,7 @@ def test_a_short_run_says_so_once_and_records_it(tmp_path, capsys):
 
     # Long enough: no word, nothing recorded (train_run, 260 steps of 1 image at the recipe's rule).
     from vggcifar.data import load_synthetic
-    from vggcifar.experiment import train_run
+    from vggcifar.runs import train_run
 
     lines = []
     c = make_config("spec-he", epochs=1, batch_size=1, val_split=0, **TINY)

@@ -31,7 +31,7 @@ def test_resolve_leaves_no_auto_and_checks_the_milestones():
 
 
 def test_unresolved_settings_are_a_programming_error(tmp_path):
-    from vggcifar import train
+    from vggcifar import loop
     from vggcifar.data import load_synthetic
 
     config = make_config("spec", **TINY)
@@ -40,7 +40,7 @@ def test_unresolved_settings_are_a_programming_error(tmp_path):
     with pytest.raises(TypeError, match="val_split=None"):
         RunSettings(dataclasses.replace(config, val_split=None), ("cpu",), 10, 0, 1, (1,))
     with pytest.raises(TypeError, match="settings vggcifar.settings.resolve makes"):
-        train.fit(config, load_synthetic(16, 4), tmp_path / "run")
+        loop.fit(config, load_synthetic(16, 4), tmp_path / "run")
 
 
 def test_one_rule_for_the_images_an_epoch_trains_on(monkeypatch):
@@ -57,7 +57,7 @@ def test_one_rule_for_the_images_an_epoch_trains_on(monkeypatch):
 
 def test_metrics_record_the_images_an_epoch_trained_on(tmp_path):
     from vggcifar.data import load_synthetic
-    from vggcifar.experiment import train_run
+    from vggcifar.runs import train_run
 
     # 70 images, 20 held out: 50 a epoch (spec-he), recorded as such.
     config = make_config("spec-he", **TINY, epochs=1, batch_size=16, val_split=20, precision="float32")
@@ -69,13 +69,13 @@ def test_metrics_record_the_images_an_epoch_trained_on(tmp_path):
 
 def _stop_on_sigterm(monkeypatch):
     """Training raises what Ctrl-C's sibling SIGTERM makes the loop raise."""
-    from vggcifar import train
+    from vggcifar import loop
     from vggcifar.stops import Interrupted
 
     def fit(settings, data, run_dir, **kwargs):
         raise Interrupted("terminated (SIGTERM); the state is saved", signal.SIGTERM)
 
-    monkeypatch.setattr(train, "fit", fit)
+    monkeypatch.setattr(loop, "fit", fit)
 
 
 @pytest.mark.parametrize("argv,resume", [

@@ -15,10 +15,10 @@ import pytest
 
 from conftest import TINY, after_each_call, final_variables
 from vggcifar import backend, order
-from vggcifar import train as T
+from vggcifar import loop as T
 from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
-from vggcifar.experiment import train_run
+from vggcifar.runs import train_run
 from vggcifar.rundir import RunDir
 
 QUIET = dict(verbose=0, log=lambda *_: None)

@@ -18,7 +18,7 @@ from vggcifar import build, fsutil, order
 from vggcifar.cli import main
 from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
-from vggcifar.experiment import train_run
+from vggcifar.runs import train_run
 from vggcifar.checkpoint import read_variables as checkpoint_variables
 from vggcifar.rundir import RunDir
 
@@ -114,7 +114,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, recipe, images):
     # spec's plain SGD and inverse-time decay; spec-he's momentum slots,
     # cosine schedule, dropout and the crop/flip augmentation's random state;
     # vgg16-bn's batch-norm statistics too.
-    from vggcifar.train import TrainingStopped
+    from vggcifar.loop import TrainingStopped
 
     # 3 steps of 32 an epoch: spec's 96 images; spec-he holds 9 out (32, 32,
     # then a short batch of 23, the first step after the first resume);
@@ -210,7 +210,7 @@ def test_evaluate_reproduces_metrics(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, data, monkeypatch, bad):
-    from vggcifar import train as T
+    from vggcifar import loop as T
 
     run = tmp_path / "run"
     quiet = dict(verbose=0, log=lambda *_: None)
@@ -294,7 +294,7 @@ def test_cli_errors(tmp_path, capsys):
 @pytest.mark.parametrize("precision,compute", [("float32", "float32"), ("mixed_bfloat16", "bfloat16"),
                                                ("mixed_float16", "float16")])
 def test_precision_sets_compute_dtype_keeps_float32_weights_and_scales_float16_loss(data, precision, compute):
-    from vggcifar import train as T
+    from vggcifar import loop as T
 
     model, train_model = build.build_training(tiny_config(precision=precision), data.num_classes, 5)
     conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))

@@ -62,7 +62,7 @@ def test_flip_is_the_mean_of_image_and_mirror(model_file, tmp_path, capsys):
 
 
 def test_default_folders_keep_plain_and_flip_apart(model_file):
-    from vggcifar.evaluate import evaluate_path
+    from vggcifar.evaluation import evaluate_path
 
     path, _ = model_file
     _, plain_out = evaluate_path(path, dataset="synthetic", limit_test=16)

@@ -14,11 +14,13 @@ import functools
 import time
 from pathlib import Path
 
-from vggcifar import backend, cluster, experiment, seeds
-from vggcifar.experiment import Outcome
+from vggcifar import cluster
 from vggcifar.request import Request, make_request, with_run_dir
 from vggcifar.rundir import RunDir, read_json_or_empty
 from vggcifar.stops import Interrupted
+
+# Keras and the backend are imported inside the functions, where the
+# backend's start-up lines are filtered: importing this module imports neither.
 
 #: Where a new run's folder goes unless ``run_dir`` (``--run-dir``) says otherwise.
 RUNS_ROOT = "runs"
@@ -79,7 +81,7 @@ class Results:
     """Several run folders trained together (recipes compared, or seeds):
     ``summary`` is comparison.json or seeds.json, ``runs`` each folder by name."""
 
-    def __init__(self, outcome: Outcome):
+    def __init__(self, outcome):
         self.path, self.report, self.summary = outcome.path, outcome.report, outcome.summary or {}
         self.diverged = list(outcome.diverged)
         folders = [p for p in sorted(self.path.iterdir()) if (p / "run.json").exists()]
@@ -104,14 +106,18 @@ def join_hosts(request: Request) -> None:
     """Join the processes ``request`` trains on, when its options or Keras'
     variables say there are several; it must happen before anything computes."""
     if cluster.wanted(request.hosts):
+        from vggcifar import backend
+
         backend.initialize_hosts(*(request.hosts.get(key) for key in cluster.MULTI_HOST_ENV))
 
 
-def run(request: Request, *, runs_root=RUNS_ROOT, log=print, warn=print, verbose: int = 1, callbacks=()) -> Outcome:
-    """Carry out ``request``; a new run without a folder gets
-    ``runs_root/NAME-YYYYmmdd-HHMMSS``. A recipe or seed whose loss diverges
-    is told through ``warn`` and the others still run; an interruption stops
-    at once, raised with the command that continues it."""
+def run(request: Request, *, runs_root=RUNS_ROOT, log=print, warn=print, verbose: int = 1, callbacks=()):
+    """Carry out ``request``; its ``vggcifar.runs.Outcome``. A new run without
+    a folder gets ``runs_root/NAME-YYYYmmdd-HHMMSS``. A recipe or seed whose
+    loss diverges is told through ``warn`` and the others still run; an
+    interruption stops at once, raised with the command that continues it."""
+    from vggcifar import runs, seeds
+
     join_hosts(request)
     if request.run_dir is None:
         request = with_run_dir(request, Path(runs_root) / f"{default_name(request)}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -119,8 +125,8 @@ def run(request: Request, *, runs_root=RUNS_ROOT, log=print, warn=print, verbose
         if request.kind == "seeds":
             return seeds.run_request(request, log=log, warn=warn, verbose=verbose, callbacks=callbacks)
         if request.kind == "recipes":
-            return experiment.compare(request, log=log, warn=warn, verbose=verbose, callbacks=callbacks)
-        return experiment.run_one(request, log=log, verbose=verbose, callbacks=callbacks)
+            return runs.compare(request, log=log, warn=warn, verbose=verbose, callbacks=callbacks)
+        return runs.run_one(request, log=log, verbose=verbose, callbacks=callbacks)
     except Interrupted as stop:
         stop.resume = request.resume_command()
         raise
@@ -144,7 +150,7 @@ def train(recipe: str = "spec", *, callbacks=None, quiet: bool = False, **option
 
 
 @_quiet
-def experiment_run(recipe: str = "spec", *, callbacks=None, quiet: bool = False, **options) -> Run | Results:
+def experiment(recipe: str = "spec", *, callbacks=None, quiet: bool = False, **options) -> Run | Results:
     """What `vggcifar experiment` does: ``train``'s options and ``milestones``
     (default: the spec's 10, 20, 50, 100 up to ``epochs``), ``seeds``,
     ``separate_runs``; ``recipe`` may name several ("spec,vgg16-bn" or a
@@ -157,6 +163,7 @@ def build_model(recipe: str = "spec", *, num_classes: int = 10, **settings):
     """The network of ``recipe`` (with config fields ``settings``, e.g.
     ``width=0.25``), as a run builds and saves it: uint8 pictures in (it
     scales them itself), softmax out; float32 unless ``precision`` says otherwise."""
+    from vggcifar import backend
     from vggcifar.build import build_model as build, dtype_policy
     from vggcifar.config import make_config
 
@@ -168,7 +175,7 @@ def build_model(recipe: str = "spec", *, num_classes: int = 10, **settings):
 def _model_and_names(run_or_model):
     """(a Keras model, its class names or None) from a Run, a run folder, a .keras file or a model."""
     from vggcifar.inference import load_model
-    from vggcifar.predict import run_class_names
+    from vggcifar.prediction import run_class_names
 
     if isinstance(run_or_model, Run):
         run_or_model = run_or_model.path
@@ -187,7 +194,7 @@ def evaluate(run_or_model, *, out=None, tta: str = "none", **data_options) -> di
     a Keras model: nothing is written) on the test set of ``data_options``
     (``dataset``, ``data``, ``data_url``, ``data_sha256``, ``limit_test``;
     a run folder's own by default)."""
-    from vggcifar.evaluate import evaluate_path
+    from vggcifar.evaluation import evaluate_path
 
     source = {"data": data_options.pop("data", None), "dataset": data_options.pop("dataset", None),
               "url": data_options.pop("data_url", None), "sha256": data_options.pop("data_sha256", None)}
@@ -220,7 +227,7 @@ def predict(run_or_model, images, *, top_k: int = 3) -> list[list[tuple[str, flo
     from vggcifar.data import class_names_for
     from vggcifar.images import read_image
     from vggcifar.inference import model_input_size, model_probs
-    from vggcifar.predict import top_k as best
+    from vggcifar.prediction import top_k as best
 
     model, names = _model_and_names(run_or_model)
     size = model_input_size(model, "the model")

@@ -7,7 +7,7 @@ the machine may be shared, so compare ratios measured in one run.
 
 The training figure goes through the training path's own functions (the
 settings resolved by vggcifar.settings, vggcifar.build's model, vggcifar.order's
-calls, vggcifar.train's runner): what is measured is what ``vggcifar train`` runs. The baseline is the spec's
+calls, vggcifar.loop's runner): what is measured is what ``vggcifar train`` runs. The baseline is the spec's
 plain usage on the same backend and device: float32 images scaled up front,
 the ZeroPadding2D model, ``model.fit`` with its defaults (shuffle, one
 ``fit`` call, the same optimizer and batch size).
@@ -174,7 +174,7 @@ def measure_training(settings, x, y, num_classes: int, plan: BenchPlan) -> dict:
     """Images/s of ``vggcifar train``'s own steps under ``settings`` (from
     vggcifar.settings.resolve): the same model build, shuffle, batch calls and
     runner, ``steps_per_execution`` steps a call. A window is at least one call."""
-    from vggcifar import train as T
+    from vggcifar import loop as T
     from vggcifar.build import build_training
     from vggcifar.order import chunks
 

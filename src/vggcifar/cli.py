@@ -153,7 +153,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from vggcifar.evaluate import evaluate_path
+    from vggcifar.evaluation import evaluate_path
 
     metrics, out = evaluate_path(args.target, data=args.data, dataset=args.dataset, url=args.data_url,
                                  sha256=args.data_sha256, limit_test=args.limit_test, out_dir=args.out, tta=args.tta)
@@ -166,7 +166,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_predict(args) -> int:
     import json
 
-    from vggcifar.predict import predict_files
+    from vggcifar.prediction import predict_files
     from vggcifar.report import predictions_text
 
     results = predict_files(args.model, args.images, top=args.top_k)

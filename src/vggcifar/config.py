@@ -149,7 +149,7 @@ DEFAULT_VAL_SPLIT = 5000
 VAL_SHARE = 0.1
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 AUGMENTATIONS = ("crop", "flip", "cutout")
-#: The optimizer every recipe uses (vggcifar.train.make_optimizer).
+#: The optimizer every recipe uses (vggcifar.build.make_optimizer).
 OPTIMIZER = "SGD"
 
 #: What the learning recipes share, each value with its source: SGD with

@@ -11,14 +11,14 @@ import time
 
 from vggcifar.config import TrainConfig
 from vggcifar.data import CifarData
-from vggcifar.evaluate import write_results
+from vggcifar.evaluation import write_results
 from vggcifar.inference import predict_probs
 from vggcifar.metrics import summarize
 from vggcifar.progress import hms
 from vggcifar.report import collapse_message, milestones_note, mismatch_message, render, short_run_message
 from vggcifar.rundir import RunDir, read_json_or_empty
 from vggcifar.settings import RunSettings
-from vggcifar.train import EpochEnd
+from vggcifar.loop import EpochEnd
 
 
 def milestone_metrics(settings: RunSettings, data: CifarData, end: EpochEnd, probs, *, wall_seconds: float,

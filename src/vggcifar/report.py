@@ -230,7 +230,7 @@ def render(
 # recipes side by side
 # --------------------------------------------------------------------------- #
 def comparison_markdown(comparison: dict) -> str:
-    """comparison.md from ``vggcifar.experiment.compare_runs``' (or ``vggcifar.seeds.compare_seed_runs``') result."""
+    """comparison.md from ``vggcifar.runs.compare_runs``' (or ``vggcifar.seeds.compare_seed_runs``') result."""
     milestones = comparison["milestones"]
     out = [f"# VGG-16 on {comparison.get('dataset') or 'unknown data'}: recipes compared", ""]
     if comparison.get("synthetic"):

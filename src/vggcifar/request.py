@@ -1,7 +1,7 @@
 """What a user asks `vggcifar train` or `vggcifar experiment` to do, as one value: the recipes, the settings given over them, the data, the run folder, the milestones and seeds; and the command that continues it.
 
 The command line and the Python API build it from the same option names
-(``make_request``); ``vggcifar.experiment.run`` carries it out. A request
+(``make_request``); ``vggcifar.runs.run`` carries it out. A request
 that cannot be carried out is refused here, in one line, before anything is
 loaded or built. Importing this module imports no Keras.
 """
@@ -55,7 +55,7 @@ class Request:
     recipes: tuple[str, ...] = ("spec",)  # several: compared side by side (experiment)
     settings: dict = field(default_factory=dict)  # config fields given, over the recipe's (and the base's) values
     source: dict = field(default_factory=data_source)  # where the data comes from (vggcifar.data.load_source)
-    run_dir: str | None = None  # None: a new folder, named by the caller (vggcifar.experiment.run)
+    run_dir: str | None = None  # None: a new folder, named by the caller (vggcifar.runs.run)
     resume: bool = False
     milestones: tuple[int, ...] | None = None  # the epochs reported; None: the last one
     seeds: tuple[int, ...] | None = None  # one run folder per seed

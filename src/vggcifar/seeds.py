@@ -1,6 +1,6 @@
 """Results over seeds: one recipe trained once per seed into a ``SeedsDir``, summed up as mean ± std at each milestone; and recipes compared so.
 
-Each seed's folder is a normal run folder (``vggcifar.experiment.run_plan``);
+Each seed's folder is a normal run folder (``vggcifar.runs.run_plan``);
 ``seeds.json`` and ``report.md`` are computed from those folders' own files,
 so a resumed or partly failed series is summed up from what it holds.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vggcifar.experiment import Outcome, Plan, images_per_second, new_plan, resume_plan, run_each
+from vggcifar.runs import Outcome, Plan, images_per_second, new_plan, resume_plan, run_each
 from vggcifar.metrics import mean_std
 from vggcifar.report import comparison_markdown, seeds_markdown
 from vggcifar.request import Request

@@ -6,7 +6,7 @@ vggcifar.order's (a function of the seed and the epoch, so a run resumed from
 any checkpoint, mid-epoch included, passes through the same batches as an
 uninterrupted one; on CPU the final weights are bit-identical), the steps
 vggcifar.steps'. What the loop prints goes through ``vggcifar.progress``; what
-a run keeps (milestones, reports) is its caller's (``vggcifar.experiment``).
+a run keeps (milestones, reports) is its caller's (``vggcifar.runs``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``run_one`` and ``compare`` carry out a request and return its ``Outcome``;
 ``train_run`` is one run folder: its settings resolved once
-(vggcifar.settings.resolve) and recorded, the loop run (vggcifar.train.fit),
+(vggcifar.settings.resolve) and recorded, the loop run (vggcifar.loop.fit),
 the files kept (vggcifar.record). Outcomes that end a run early are the loop's
 ``TrainingStopped`` reasons, raised on with the command that continues them;
 only the command line turns them into exit statuses.
@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from vggcifar import backend, budget, train
+from vggcifar import backend, budget, loop
 from vggcifar.config import TrainConfig
 from vggcifar.data import CifarData, load_source
 from vggcifar.record import RunRecord, separate_report
@@ -128,12 +128,12 @@ def train_run(config: TrainConfig, data: CifarData, run_dir, *, milestones=None,
         record = RunRecord(run, settings, data, env, resume=resume, log=log,
                            short_run=announce(settings, log))
         try:
-            result = train.fit(settings, data, run, resume=resume, on_epoch_end=record.epoch_end, log=log,
+            result = loop.fit(settings, data, run, resume=resume, on_epoch_end=record.epoch_end, log=log,
                                verbose=verbose, max_steps=max_steps, callbacks=callbacks)
             if result.stopped:
                 record.stopped(result.stopped, at_epoch_end=result.state.step_in_epoch == 0)
                 return run.read_metrics()
-        except train.Diverged as stop:
+        except loop.Diverged as stop:
             record.failed(stop.reason)
             raise
         finally:
@@ -193,7 +193,7 @@ def run_each(plans: dict, label, *, log=print, warn=print, verbose: int = 1, aft
         log(label(key, i, len(plans)))
         try:
             log(finished_line(run_plan(plan, log=log, verbose=verbose, callbacks=callbacks), plan.run_dir.report))
-        except train.Diverged as stop:
+        except loop.Diverged as stop:
             warn(stop.reason)
             diverged.append(key)
         if after is not None:
