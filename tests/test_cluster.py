@@ -257,7 +257,7 @@ def test_another_process_s_signal_and_clock_decide_for_all(tmp_path, monkeypatch
     def agree_max(values):
         calls.append(list(values))
         n = len(calls)
-        return [max(values[0], signal.SIGTERM if n >= 4 else 0), max(values[1], int(n == 2))]
+        return [max(values[0], signal.SIGTERM if n >= 4 else 0), max(values[1], int(n == 2)), *values[2:]]
 
     monkeypatch.setattr(backend, "agree_max", agree_max)
     run = RunDir(tmp_path / "run")

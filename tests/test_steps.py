@@ -160,6 +160,7 @@ def test_bfloat16_learns_like_float32(tmp_path):
 def test_other_backends_take_k_steps_a_call_within_float_rounding(other, tmp_path):
     pytest.importorskip(other)
     script = """
+import keras
 import numpy as np
 from vggcifar import build, order
 from vggcifar.config import make_config

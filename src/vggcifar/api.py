@@ -84,9 +84,11 @@ class Results:
     def __init__(self, outcome):
         self.path, self.report, self.summary = outcome.path, outcome.report, outcome.summary or {}
         self.diverged = list(outcome.diverged)
-        folders = [p for p in sorted(self.path.iterdir()) if (p / "run.json").exists()]
-        nested = [q for p in sorted(self.path.iterdir()) if p.is_dir() for q in sorted(p.iterdir())
-                  if (q / "run.json").exists()]
+        def is_run(path: Path) -> bool:
+            return RunDir(path).run_path.exists()
+
+        folders = [p for p in sorted(self.path.iterdir()) if is_run(p)]
+        nested = [q for p in sorted(self.path.iterdir()) if p.is_dir() for q in sorted(p.iterdir()) if is_run(q)]
         self.runs = {p.name: Run(p) for p in folders} | {f"{q.parent.name}/{q.name}": Run(q) for q in nested}
 
     def __repr__(self) -> str:

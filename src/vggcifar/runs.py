@@ -19,7 +19,7 @@ from vggcifar.config import TrainConfig
 from vggcifar.data import CifarData, load_source
 from vggcifar.record import RunRecord, separate_report
 from vggcifar.report import comparison_markdown, finished_line, learning_rate_text, short_run_message
-from vggcifar.request import Request, check_milestones
+from vggcifar.request import Request
 from vggcifar.rundir import CompareDir, RunDir, read_json_or_empty
 from vggcifar.settings import RunSettings, resolve
 
@@ -97,23 +97,23 @@ def run_plan(plan: Plan, *, log=print, verbose: int = 1, callbacks=()) -> dict:
                     source=plan.source, log=log, verbose=verbose, callbacks=callbacks)
 
 
-def _begin(run: RunDir, config: TrainConfig, data: CifarData, milestones, source: dict | None, *, resume: bool,
-           separate_runs: bool = False) -> tuple[RunSettings, dict]:
+def _begin(run: RunDir, settings: RunSettings, data: CifarData, source: dict | None, *, resume: bool,
+           separate_runs: bool = False) -> dict:
     """Under the run's lock, before training: clear stale temps, refuse a
     folder that holds a run unless resuming (for separate runs, any of their
-    folders), resolve the settings, and write them (config.json), run.json and
-    environment.json, so the folder says what ran and a resume here runs the same."""
+    folders), and write the resolved settings (config.json), run.json and
+    environment.json, so the folder says what ran and a resume here runs the
+    same; the environment record."""
     run.remove_stale_temps()
-    held = run.holds_run() or (separate_runs and any(run.separate_run(m).holds_run() for m in milestones or []))
+    held = run.holds_run() or (separate_runs and any(run.separate_run(m).holds_run() for m in settings.milestones))
     if held and not resume:
         raise ValueError(f"{run.path} already holds a run; pass --resume to continue it or choose another --run-dir")
-    settings = resolve(config, len(data.x_train), milestones)
     env = {**backend.environment(), "dataset": data.describe(), "precision": settings.config.precision,
            "data_format": settings.config.data_format}
     run.write_config(settings.config)
     run.write_run(list(settings.milestones), source or {}, separate_runs=separate_runs)
     run.write_environment(env)
-    return settings, env
+    return env
 
 
 def train_run(config: TrainConfig, data: CifarData, run_dir, *, milestones=None, resume: bool = False,
@@ -123,8 +123,9 @@ def train_run(config: TrainConfig, data: CifarData, run_dir, *, milestones=None,
     (``callbacks``: Keras callbacks, see vggcifar.hooks). Returns the last
     milestone's metrics (a run a callback stopped: the epoch it stopped at)."""
     run = RunDir(run_dir)
+    settings = resolve(config, len(data.x_train), milestones)  # what cannot be had fails before the folder is touched
     with run.lock():
-        settings, env = _begin(run, config, data, milestones, source, resume=resume)
+        env = _begin(run, settings, data, source, resume=resume)
         record = RunRecord(run, settings, data, env, resume=resume, log=log,
                            short_run=announce(settings, log))
         try:
@@ -152,9 +153,9 @@ def train_separately(config: TrainConfig, data: CifarData, run_dir, *, milestone
     one long run's milestones are points on its schedule, not shorter runs.
     ``resume`` continues each run where it stopped. Returns the last run's metrics."""
     run = RunDir(run_dir)
-    milestones = check_milestones(config.epochs, milestones or [config.epochs])
+    settings = resolve(config, len(data.x_train), milestones)
     with run.lock():
-        settings, env = _begin(run, config, data, milestones, source, resume=resume, separate_runs=True)
+        env = _begin(run, settings, data, source, resume=resume, separate_runs=True)
         config = settings.config
         if config.epoch_independent_schedule:
             log(f"note: the `{config.schedule}` schedule depends only on the step count: one run with "
@@ -167,7 +168,7 @@ def train_separately(config: TrainConfig, data: CifarData, run_dir, *, milestone
                                    resume=resume, source=source, log=log, verbose=verbose, callbacks=callbacks)
             run.publish(m)
             separate_report(run, config, env, results)
-        return results[milestones[-1]]
+        return results[settings.milestones[-1]]
 
 
 def announce(settings: RunSettings, log) -> dict | None:
