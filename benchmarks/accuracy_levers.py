@@ -2,7 +2,8 @@
 
 A variant is a recipe with ``--set``-style overrides (``name:key=value,key=value``).
 Each is built and trained exactly as ``vggcifar train`` builds and trains it
-(``vggcifar.train.build_training``, ``make_runner``, ``chunks``: the same
+(``vggcifar.settings.resolve``, ``vggcifar.build.build_training``,
+``vggcifar.loop.make_runner``, ``vggcifar.order.chunks``: the same
 initialisation, optimizer, schedule, augmentation and batches, one step a
 call), without checkpoints. Along the way it keeps an exponential moving
 average of the trainable weights (``--ema``: its momentum a step, as Keras'
@@ -81,22 +82,22 @@ def run_variant(recipe: str, overrides: dict, data, *, batch_size: int, epochs: 
                 precision: str, ema: float) -> dict:
     import keras
 
-    from vggcifar import train
-    from vggcifar.budget import steps_per_epoch
-    from vggcifar.config import make_config, trained_images
+    from vggcifar import build, loop, order, settings
+    from vggcifar.config import make_config
     from vggcifar.inference import predict_probs, predict_tta
 
     keras.backend.clear_session()
     config = make_config(recipe, batch_size=batch_size, epochs=epochs, val_split=val_split, seed=seed,
                          precision=precision, **overrides)
-    x, y, x_val, y_val = train.split_validation(config, data)
-    spe = steps_per_epoch(trained_images(config, len(data.x_train)), config.batch_size)
-    model, train_model = train.build_training(config, data.num_classes, spe)
-    runner = train.make_runner(train_model, x, y, data.num_classes)
+    run = settings.resolve(config, len(data.x_train))
+    config, spe = run.config, run.steps_per_epoch
+    x, y, x_val, y_val = loop.split_validation(config, data)
+    model, train_model = build.build_training(config, data.num_classes, spe)
+    runner = loop.make_runner(train_model, x, y, data.num_classes)
     average = WeightAverage(model.trainable_variables, ema)
     history = []
     seconds = 0.0
-    stream = train.chunks(config.seed, len(x), config.batch_size, 1)
+    stream = order.chunks(config.seed, len(x), config.batch_size, 1)
     for epoch in range(config.epochs):
         for _ in range(spe):
             _, _, rows = next(stream)

@@ -1,6 +1,6 @@
 """Why a recipe sits at chance: each layer's activation and gradient scales at initialisation and after the first steps.
 
-Builds a recipe's training model exactly as a run does (``vggcifar.train.build_training``:
+Builds a recipe's training model exactly as a run does (``vggcifar.settings.resolve``, ``vggcifar.build.build_training``:
 its initialisers, optimizer, schedule, loss and augmentation), then trains it step by
 step through the run's own runner on the run's own batches, and at each probe step
 measures, on one fixed batch of training images:
@@ -135,23 +135,23 @@ def main() -> None:
     p.add_argument("--accuracy-only", action="store_true", help="only the validation accuracy at each probe")
     args = p.parse_args()
 
-    from vggcifar.config import make_config, trained_images
+    from vggcifar import build, loop, order, settings
+    from vggcifar.config import make_config
     from vggcifar.data import load_source
-    from vggcifar import train
-    from vggcifar.budget import steps_per_epoch
     from vggcifar.steps import one_hot
 
     data = load_source({"data": args.data})
     config = make_config(args.recipe, batch_size=args.batch_size, epochs=args.epochs, val_split=args.val_split,
                          seed=args.seed, precision=args.precision, **parse_sets(args.set))
-    x, y, x_val, y_val = train.split_validation(config, data)
-    spe = steps_per_epoch(trained_images(config, len(data.x_train)), config.batch_size)
-    model, train_model = train.build_training(config, data.num_classes, spe)
-    runner = train.make_runner(train_model, x, y, data.num_classes)
+    run = settings.resolve(config, len(data.x_train))
+    config = run.config
+    x, y, x_val, y_val = loop.split_validation(config, data)
+    model, train_model = build.build_training(config, data.num_classes, run.steps_per_epoch)
+    runner = loop.make_runner(train_model, x, y, data.num_classes)
     rows = np.linspace(0, len(x) - 1, 64).astype(np.int64)  # one fixed probe batch
     xb, yb = x[rows], one_hot(y[rows], data.num_classes)
     points = sorted(int(s) for s in args.probe.split(","))
-    stream = train.chunks(config.seed, len(x), config.batch_size, 1)
+    stream = order.chunks(config.seed, len(x), config.batch_size, 1)
     results, done = [], 0
     for point in points:
         while done < point:
@@ -160,7 +160,7 @@ def main() -> None:
             done += 1
         r = probe(model, train_model, xb, yb, x_val, y_val, layers=not args.accuracy_only)
         r["step"] = point
-        r["lr"] = train.current_lr(train_model.optimizer)
+        r["lr"] = build.current_lr(train_model.optimizer)
         results.append(r)
         loss = "" if r["loss"] is None else f"loss {r['loss']:.4f}, "
         print(f"step {point}: {loss}val accuracy {r['val_accuracy']:.3f}, lr {r['lr']:.5f}", flush=True)
