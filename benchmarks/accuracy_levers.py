@@ -92,7 +92,7 @@ def run_variant(recipe: str, overrides: dict, data, *, batch_size: int, epochs: 
     run = settings.resolve(config, len(data.x_train))
     config, spe = run.config, run.steps_per_epoch
     x, y, x_val, y_val = loop.split_validation(config, data)
-    model, train_model = build.build_training(config, data.num_classes, spe)
+    model, train_model = build.build_training(config, data.num_classes, spe, x)
     runner = loop.make_runner(train_model, x, y, data.num_classes)
     average = WeightAverage(model.trainable_variables, ema)
     history = []

@@ -121,7 +121,7 @@ def main(argv=None) -> int:
         per_batch = bool(values.pop("train_on_batch", 0))
         jax_loop = values.pop("jax_loop", "calls")
         config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width, **values})
-        _, train_model = T.build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size))
+        _, train_model = T.build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size), x)
         if jit:  # the same step, compiled (torch.compile on torch, XLA on tensorflow and jax)
             train_model.compile(optimizer=train_model.optimizer, loss=train_model.loss, metrics=["accuracy"],
                                 jit_compile=True)

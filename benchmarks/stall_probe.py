@@ -146,7 +146,7 @@ def main() -> None:
     run = settings.resolve(config, len(data.x_train))
     config = run.config
     x, y, x_val, y_val = loop.split_validation(config, data)
-    model, train_model = build.build_training(config, data.num_classes, run.steps_per_epoch)
+    model, train_model = build.build_training(config, data.num_classes, run.steps_per_epoch, x)
     runner = loop.make_runner(train_model, x, y, data.num_classes)
     rows = np.linspace(0, len(x) - 1, 64).astype(np.int64)  # one fixed probe batch
     xb, yb = x[rows], one_hot(y[rows], data.num_classes)

@@ -183,7 +183,7 @@ def measure_training(settings, x, y, num_classes: int, plan: BenchPlan) -> dict:
     bs = config.batch_size
     per_call = config.steps_per_execution
     t0 = time.perf_counter()
-    model, train_model = build_training(config, num_classes, settings.steps_per_epoch)
+    model, train_model = build_training(config, num_classes, settings.steps_per_epoch, x)
     runner = T.make_runner(train_model, x, y, num_classes)
     build_seconds = time.perf_counter() - t0
     stream = chunks(config.seed, n, bs, per_call)  # the same shuffle, calls and epoch rollover as fit's

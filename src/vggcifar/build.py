@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 
 import keras
+import numpy as np
 
 from vggcifar import backend
 from vggcifar.budget import warmup_steps
@@ -45,9 +46,49 @@ def augmentation_layers(config: TrainConfig, seed: int) -> list:
     return out
 
 
-def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
+#: (mean, variance) of a pixel uniform over 0-255: what a standardizing
+#: model built without training images (``vggcifar.build_model``) divides by,
+#: until it is built from a run's own images.
+UNIFORM_PIXELS = (127.5, (256**2 - 1) / 12)
+
+
+def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """(mean, variance) of each colour channel of uint8 ``images`` (N, H, W, C),
+    over every pixel of every image, exact (from each channel's histogram of
+    the 256 levels: no float copy of the images)."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or not images.size:
+        raise ValueError(f"Expected uint8 images (N, H, W, C), N > 0. Received: an array of dtype {images.dtype} "
+                         f"and shape {images.shape}")
+    levels = np.arange(256, dtype=np.float64)
+    means, variances = [], []
+    for c in range(images.shape[-1]):
+        counts = np.bincount(images[..., c].ravel(), minlength=256).astype(np.float64)
+        p = counts / counts.sum()
+        mean = float(p @ levels)
+        means.append(mean)
+        variances.append(float(p @ (levels - mean) ** 2))
+    return means, variances
+
+
+def input_statistics(config: TrainConfig, images: np.ndarray | None, channels: int = 3):
+    """What ``config``'s model standardizes its pixels by: (mean, variance) per
+    channel of the run's training ``images`` (those of uniform pixels when
+    there are none), or None when it rescales them."""
+    if config.input_scaling != "standardize":
+        return None
+    if images is None:
+        return [UNIFORM_PIXELS[0]] * channels, [UNIFORM_PIXELS[1]] * channels
+    mean, variance = channel_statistics(images)
+    # A channel of one level everywhere has nothing to standardize: divide by 1.
+    return mean, [v if v > 0 else 1.0 for v in variance]
+
+
+def build_model(config: TrainConfig, num_classes: int, images: np.ndarray | None = None) -> keras.Model:
     """The network a run trains and saves: it takes raw uint8 images,
-    channels-last, whatever layout it computes in."""
+    channels-last, whatever layout it computes in. ``images``: the run's
+    training images, whose per-channel statistics a standardizing config
+    (input_scaling) keeps in the model."""
     return build_vgg(
         config.model,
         num_classes=num_classes,
@@ -60,10 +101,37 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
         dropout=config.dropout,
         kernel_initializer=config.kernel_initializer,
         dense_initializer=config.dense_initializer,
+        head_initializer=config.head_initializer,
         rescale=1.0 / 255,
+        standardize=input_statistics(config, images),
         input_layout="channels_last",
         seed=config.seed,
     )
+
+
+#: relu(z) of a standard normal z has second moment 1/2 (what He's
+#: initialisation keeps from layer to layer), and relu(z) - E[relu(z)] has
+#: (1 - 1/pi) / 2: a centred kernel times this gain keeps the scale
+#: (Brock et al. 2021, scaled weight standardisation).
+CENTRED_GAIN = 1 / np.sqrt(1 - 1 / np.pi)
+
+
+def centre_kernels(model: keras.Model) -> None:
+    """Subtract from every conv and dense kernel its mean over the fan-in (all
+    axes but the last, the output units); scale those that take relu outputs
+    (all but the first) by CENTRED_GAIN. Relu outputs are never negative, so
+    each unit's inputs share a positive mean; through a kernel that does not
+    sum to zero that mean reaches the next layer as an offset common to every
+    image, which grows with depth until all images look alike to the head
+    ("mean shift", Brock et al. 2021). Done once, at initialisation: the
+    network and its training are the same."""
+    first = True
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+            kernel = kernel - kernel.mean(axis=tuple(range(kernel.ndim - 1)), keepdims=True)
+            layer.kernel.assign((kernel if first else kernel * CENTRED_GAIN).astype(np.float32))
+            first = False
 
 
 def make_schedule(config: TrainConfig, steps_per_epoch: int):
@@ -91,13 +159,16 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     )
 
 
-def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int):
+def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int, images: np.ndarray | None = None):
     """(model, train_model): the saved network, and it behind augmentation,
-    compiled with the config's optimizer and loss."""
+    compiled with the config's optimizer and loss. ``images``: the training
+    images (after the validation split), for a standardizing config."""
     precision = backend.resolve_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
     with dtype_policy(precision):
-        model = build_model(config, num_classes)
+        model = build_model(config, num_classes, images)
+        if config.centred_kernels:
+            centre_kernels(model)
         aug = augmentation_layers(config, config.seed)
         if aug:
             inputs = keras.Input(shape=(32, 32, 3), dtype="uint8", name="image")

@@ -50,10 +50,22 @@ class TrainConfig:
     dense_units: int = _field(4096, "units per layer", "width of each of the two hidden dense layers",
                               "spec: 4096-4096 head")
     dropout: float = _field(0.5, "share of units", "dropout rate after each hidden dense layer", "spec: Dropout(0.5)")
+    # The model takes raw uint8 pixels and maps them itself (vggcifar.build),
+    # so a saved model predicts from the same pixels it trained on.
+    input_scaling: str = _field("rescale", "rule", "how the model maps its uint8 pixels: rescale (x / 255, into "
+                                "[0, 1]) or standardize (each colour channel minus its mean over the run's "
+                                "training images, over their standard deviation)", "spec: pixels into [0, 1]",
+                                key=True)
     kernel_initializer: str = _field("glorot_uniform", "initializer", "initializer of the conv kernels",
                                      "spec: Keras default", key=True)
     dense_initializer: str | None = _field(None, "initializer", "initializer of the dense kernels (empty: as the "
                                            "convs)", "spec: Keras default")
+    head_initializer: str | None = _field(None, "initializer", "initializer of the last dense kernel, the one that "
+                                          "gives the logits (empty: as the dense layers)", "spec: Keras default")
+    centred_kernels: bool = _field(False, "yes/no", "at initialisation, each conv and dense kernel minus its mean "
+                                   "over the fan-in, those after a relu scaled by 1/sqrt(1 - 1/pi): an offset "
+                                   "shared by all images does not pass on to the next layer",
+                                   "spec: Keras default (not centred)")
     # --- optimisation --------------------------------------------------------
     epochs: int = _field(100, "epochs", "passes over the training images",
                          "spec: results after 10, 20, 50, 100 epochs", key=True)
@@ -149,6 +161,8 @@ DEFAULT_VAL_SPLIT = 5000
 VAL_SHARE = 0.1
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 AUGMENTATIONS = ("crop", "flip", "cutout")
+#: How the model maps its uint8 pixels (the input_scaling field).
+INPUT_SCALINGS = ("rescale", "standardize")
 #: The optimizer every recipe uses (vggcifar.build.make_optimizer).
 OPTIMIZER = "SGD"
 
@@ -321,6 +335,7 @@ def validate(c: TrainConfig) -> None:
     need(c.warmup_epochs >= 0, "warmup_epochs", "to be >= 0")
     need(c.weight_decay >= 0, "weight_decay", "to be >= 0")
     need(0 <= c.label_smoothing < 1, "label_smoothing", "in [0, 1)")
+    need(c.input_scaling in INPUT_SCALINGS, "input_scaling", f"in {INPUT_SCALINGS}")
     need(all(a in AUGMENTATIONS for a in c.augment), "augment", f"to hold only {AUGMENTATIONS}")
     need(c.val_split is None or c.val_split >= 0, "val_split", "to be >= 0")
     need(not c.validate_on_test or c.val_split == 0, "val_split",

@@ -187,7 +187,7 @@ class _Loop:
             check_same_data(self.x, self.y)
         self.used, self.steps_per_epoch = settings.train_images, settings.steps_per_epoch
         self.per_call = config.steps_per_execution
-        self.model, self.train_model = build.build_training(config, data.num_classes, self.steps_per_epoch)
+        self.model, self.train_model = build.build_training(config, data.num_classes, self.steps_per_epoch, self.x)
         self.runner = make_runner(self.train_model, self.x, self.y, data.num_classes, devices=len(settings.devices))
         # The fixed sample of the train/inference check: evenly spaced training images.
         rows = np.linspace(0, len(self.x) - 1, min(MODE_CHECK_IMAGES, len(self.x))).astype(np.int64)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 #: Filters per 3x3 convolution; "M" is a 2x2 max-pooling that closes a block
 #: (Simonyan & Zisserman 2014, table 1, configurations A, B, D, E).
 CONFIGS: dict[str, list[int | str]] = {
@@ -76,8 +78,10 @@ def build_vgg(
     dropout: float = 0.5,
     kernel_initializer: str = "glorot_uniform",
     dense_initializer: str | None = None,
+    head_initializer: str | None = None,
     width: float = 1.0,
     rescale: float | None = None,
+    standardize: tuple[Sequence[float], Sequence[float]] | None = None,
     input_layout: str = "model",
     seed: int | None = None,
     name: str | None = None,
@@ -100,10 +104,17 @@ def build_vgg(
         kernel_initializer: initializer of the conv kernels.
         dense_initializer: initializer of the dense kernels (default: the
             conv one).
+        head_initializer: initializer of the last dense kernel, the one
+            that gives the logits (default: the dense one).
         width: multiplies every conv's filter count (1.0 is the paper's
             network; small values make fast test networks).
         rescale: if set, a Rescaling(rescale) layer first, so that the model
             takes raw uint8 pixels (1/255 maps them to [0, 1]).
+        standardize: if set, ``(mean, variance)`` of each colour channel, in
+            the input's pixel units: a Normalization layer first, in float32,
+            maps each channel to ``(x - mean) / sqrt(variance)`` (instead of
+            ``rescale``), and the model takes raw uint8 pixels. The values are
+            kept in the layer's config, so the saved model carries them.
         input_layout: "model" takes images in ``data_format``;
             "channels_last" takes channels-last images whatever
             ``data_format`` is, and transposes them inside the model.
@@ -145,9 +156,23 @@ def build_vgg(
         if batch_norm:
             name += "_bn"
 
-    inputs = keras.Input(shape=input_shape, name="image", dtype="uint8" if rescale else None)
+    raw = rescale or standardize is not None
+    inputs = keras.Input(shape=input_shape, name="image", dtype="uint8" if raw else None)
     x = inputs
-    if rescale:
+    if standardize is not None:
+        axis = 1 if data_format == "channels_first" and not transpose else -1  # the input's channel axis
+        mean, variance = (np.asarray(v, np.float64) for v in standardize)
+        channels = input_shape[axis]
+        if mean.shape != (channels,) or variance.shape != (channels,) or not np.all(variance > 0):
+            raise ValueError(
+                f"Expected `standardize` to be (mean, variance) of the {channels} channels, variances > 0. "
+                f"Received: standardize={standardize!r}"
+            )
+        # float32 whatever the compute precision: the statistics are applied
+        # at full precision, and the first conv casts what it receives.
+        x = layers.Normalization(axis=axis, mean=mean.tolist(), variance=variance.tolist(), dtype="float32",
+                                 name="standardize")(x)
+    elif rescale:
         x = layers.Rescaling(rescale, name="rescale")(x)
     if transpose:
         x = layers.Permute((3, 1, 2), name="to_channels_first")(x)
@@ -181,7 +206,7 @@ def build_vgg(
         x = layers.Dense(dense_units, kernel_initializer=dense_initializer, name=f"fc{i}")(x)
         x = layers.Activation("relu", name=f"fc{i}_relu")(x)
         x = layers.Dropout(dropout, seed=None if seed is None else seed + i, name=f"fc{i}_dropout")(x)
-    x = layers.Dense(num_classes, kernel_initializer=dense_initializer, name="predictions")(x)
+    x = layers.Dense(num_classes, kernel_initializer=head_initializer or dense_initializer, name="predictions")(x)
     # float32 softmax whatever the compute precision: probabilities and the
     # loss stay accurate under mixed precision.
     outputs = layers.Activation("softmax", dtype="float32", name="softmax")(x)
