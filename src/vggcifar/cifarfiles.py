@@ -414,6 +414,16 @@ def _locate(path: Path, dataset: str | None) -> tuple[Path, _Layout | None]:
                     f"the .bin files, or an archive such as cifar-10-python.tar.gz)")
 
 
+def holds_cifar(path: str | os.PathLike, dataset: str | None = None) -> bool:
+    """Whether ``path`` is a file, or a folder that holds CIFAR data as
+    ``read_files`` finds it (nothing is read but the names in it)."""
+    try:
+        _locate(Path(path).expanduser(), dataset)
+    except DataError:
+        return False
+    return True
+
+
 def _official(sha256: str | None, md5: str | None) -> str | None:
     """The name of the official archive whose bytes these are, if any."""
     for archive in ARCHIVES.values():
