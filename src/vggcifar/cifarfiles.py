@@ -371,8 +371,15 @@ def _read_archive(path: Path) -> tuple[dict, str, str]:
 
 
 def _layout_in(folder: Path) -> _Layout | None:
+    """The layout whose batch files are in ``folder``. A folder named like a
+    batch is not one: CIFAR-100's ``train`` and ``test`` files share their
+    names with the folders of a folder of class folders."""
+    def present(name: str) -> bool:
+        path = folder / name
+        return path.exists() and not path.is_dir()
+
     for layout in _LAYOUTS:
-        if (folder / layout.test).exists() or (folder / layout.train[0]).exists():
+        if present(layout.test) or present(layout.train[0]):
             return layout
     return None
 

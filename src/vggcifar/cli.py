@@ -67,6 +67,23 @@ def _int_at_least(minimum: int, wording: str):
     return parse
 
 
+def _share(text: str) -> float:
+    """An argparse type: a number between 0 and 1, both excluded."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, such as 0.2, received {text!r}")
+    return value
+
+
+def _default_test_share() -> float:
+    from vggcifar.imagefolder import DEFAULT_TEST_SHARE
+
+    return DEFAULT_TEST_SHARE
+
+
 _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "an integer >= 0")
 
@@ -111,28 +128,45 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
     group = p.add_mutually_exclusive_group()
     group.add_argument("--data", metavar="PATH",
-                       help="a CIFAR archive (.tar.gz) or its extracted folder: python, binary or CIFAR-100 layout")
+                       help="a CIFAR archive (.tar.gz) or its extracted folder (python, binary or CIFAR-100 "
+                            "layout), or a folder of class folders: ROOT/train/<class>/ and ROOT/test/<class>/, "
+                            "or ROOT/<class>/ only")
     group.add_argument("--dataset", choices=DATASETS,
                        help="from the keras cache, downloaded when missing; synthetic: offline stand-in "
                             "(default: cifar10)")
     p.add_argument("--data-url", metavar="URL",
                    help="download from this mirror (env: VGGCIFAR_CIFAR10_URL, VGGCIFAR_CIFAR100_URL)")
     p.add_argument("--data-sha256", metavar="HEX",
-                   help="expected sha256 of the archive (env: VGGCIFAR_CIFAR10_SHA256, VGGCIFAR_CIFAR100_SHA256)")
+                   help="expected sha256 of the archive, or the content sha256 of a folder of class folders "
+                        "(env: VGGCIFAR_CIFAR10_SHA256, VGGCIFAR_CIFAR100_SHA256)")
+    p.add_argument("--data-test-share", type=_share, metavar="SHARE",
+                   help="a folder of class folders without test/: the share of each class held out, seeded, "
+                        f"as the test set (default: {_default_test_share()})")
 
 
 def _data_lines(d) -> list[str]:
     import numpy as np
 
     official = d.extra.get("official_name")
+    if d.class_folders:
+        share = f", test share {d.extra['test_share']:g}" if "test_share" in d.extra else ""
+        where = f" (class folders: {d.extra['layout']}{share}, split seed {d.extra['split_seed']})"
+    else:
+        where = f" ({d.extra['container']}, {d.extra['format']} layout)" if "format" in d.extra else ""
     lines = [
-        f"source:   {d.source}" + (f" ({d.extra['container']}, {d.extra['format']} layout)" if "format" in d.extra else ""),
+        f"source:   {d.source}{where}",
         f"dataset:  {d.name}{' (synthetic)' if d.synthetic else ''}, {d.num_classes} classes, "
         f"{len(d.x_train)} train + {len(d.x_test)} test images",
     ]
-    if d.sha256:
-        lines += [f"sha256:   {d.sha256}", f"md5:      {d.extra.get('md5')}"]
-    lines.append(f"official: {f'yes, the bytes of {official}' if official else 'no'}")
+    if d.class_folders:
+        lines += [f"sha256:   {d.sha256} (of every file's path and content)",
+                  f"cache:    {d.extra['cache']}{' (read from it)' if d.extra.get('cached') else ''}",
+                  f"skipped:  {len(d.skipped)} file{'s' * (len(d.skipped) != 1)} not a readable picture"]
+        lines += [f"  {s['file']}: {s['reason']}" for s in d.skipped]
+    else:
+        if d.sha256:
+            lines += [f"sha256:   {d.sha256}", f"md5:      {d.extra.get('md5')}"]
+        lines.append(f"official: {f'yes, the bytes of {official}' if official else 'no'}")
     train = np.bincount(d.y_train, minlength=d.num_classes)
     test = np.bincount(d.y_test, minlength=d.num_classes)
     width = max(len("class"), *map(len, d.class_names))
@@ -144,38 +178,56 @@ def _data_lines(d) -> list[str]:
 def _cmd_data_info(args: argparse.Namespace) -> int:
     from vggcifar.data import load_dataset
 
-    d = load_dataset(args.path, args.dataset, download=False)
+    d = load_dataset(args.path, args.dataset, download=False, test_share=args.test_share)
     print("\n".join(_data_lines(d)))
     return 0
 
 
 def _cmd_data_verify(args: argparse.Namespace) -> int:
-    from vggcifar.data import read_cifar
+    from vggcifar.data import read_path
 
-    d = read_cifar(args.path, sha256=args.sha256)
+    d = read_path(args.path, sha256=args.sha256)
     if args.official and not d.official:
-        why = f"sha256 {d.sha256}" if d.sha256 else "a folder has no archive checksum; verify the archive"
+        why = (f"sha256 {d.sha256}" if d.sha256 and not d.class_folders
+               else "a folder has no archive checksum; verify the archive")
         raise UsageError(f"{d.source}: readable, but not the official archive ({why}); "
                          f"the official one is at https://www.cs.toronto.edu/~kriz/cifar.html")
-    official = f"official {d.extra['official_name']}" if d.official else "not the official archive"
-    print(f"ok: {d.source}: {d.name}, {len(d.x_train)} train + {len(d.x_test)} test images, "
-          f"{d.num_classes} classes, {official}")
+    if d.skipped:
+        first = d.skipped[0]
+        for s in d.skipped:
+            print(f"{s['file']}: {s['reason']}", file=sys.stderr)
+        more = f" and {len(d.skipped) - 1} more, above" if len(d.skipped) > 1 else ""
+        them = "it" if len(d.skipped) == 1 else "them"
+        raise UsageError(f"{first['file']}{more}: not a readable picture in a class folder; training skips "
+                         f"{them}: replace or remove {them}")
+    if d.class_folders:
+        what = f"{d.num_classes} classes in class folders, content sha256 {d.sha256}"
+    else:
+        what = f"{d.num_classes} classes, " + (f"official {d.extra['official_name']}" if d.official
+                                              else "not the official archive")
+    print(f"ok: {d.source}: {d.name}, {len(d.x_train)} train + {len(d.x_test)} test images, {what}")
     return 0
 
 
 def _add_data_command(sub) -> None:
     from vggcifar.data import DATASETS
 
-    p = sub.add_parser("data", help="inspect and verify CIFAR data")
+    p = sub.add_parser("data", help="inspect and verify CIFAR data or a folder of class folders")
     actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     info = actions.add_parser("info", help="source, counts per class, hashes, official or not")
-    info.add_argument("path", nargs="?", metavar="PATH", help="archive or folder (default: the keras cache)")
+    info.add_argument("path", nargs="?", metavar="PATH",
+                      help="archive, its folder, or a folder of class folders (default: the keras cache)")
     info.add_argument("--dataset", choices=DATASETS, default="cifar10", help="without PATH (default: cifar10)")
+    info.add_argument("--test-share", type=_share, metavar="SHARE",
+                      help="a folder of class folders without test/: the share of each class held out as the "
+                           f"test set (default: {_default_test_share()})")
     info.set_defaults(func=_cmd_data_info)
-    verify = actions.add_parser("verify", help="check an archive or folder fully; exit 0, or 2 with the reason")
+    verify = actions.add_parser("verify", help="check an archive or folder fully (a folder of class folders: "
+                                "every file a readable picture); exit 0, or 2 with the reason")
     verify.add_argument("path", metavar="PATH")
     verify.add_argument("--official", action="store_true", help="also require the official archive's bytes")
-    verify.add_argument("--sha256", metavar="HEX", help="also require this sha256 of the archive")
+    verify.add_argument("--sha256", metavar="HEX",
+                        help="also require this sha256 of the archive (a folder of class folders: of its content)")
     verify.set_defaults(func=_cmd_data_verify)
 
 
@@ -377,7 +429,10 @@ def _train_config(args, recipe: str | None = None):
 def data_record(args: argparse.Namespace) -> dict:
     """What ``add_data_options``' arguments name, as a run records it in run.json
     (``vggcifar.data.load_source`` loads it)."""
-    return {"data": args.data, "dataset": args.dataset, "url": args.data_url, "sha256": args.data_sha256}
+    record = {"data": args.data, "dataset": args.dataset, "url": args.data_url, "sha256": args.data_sha256}
+    if args.data_test_share is not None:
+        record["test_share"] = args.data_test_share
+    return record
 
 
 def _plan(args: argparse.Namespace, milestones: list[int] | None = None):
@@ -491,10 +546,17 @@ def _over_seeds(args: argparse.Namespace, recipes: list[str]) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vggcifar.evaluate import evaluate_path
 
+    from vggcifar.metrics import TOP_K, TOP_K_KEY
+    from vggcifar.report import skipped_lines
+    from vggcifar.rundir import ResultDir
+
     metrics, out = evaluate_path(args.target, **data_record(args), limit_test=args.limit_test, out_dir=args.out,
                                  tta=args.tta)
+    for line in skipped_lines(metrics["skipped_files"], ResultDir(out).metrics):
+        print(line)
     how = "" if args.tta == "none" else f" with {args.tta} test-time augmentation"
-    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% on {metrics['images']} images{how}; "
+    top = "" if metrics.get(TOP_K_KEY) is None else f" (top-{TOP_K}: {100 * metrics[TOP_K_KEY]:.2f}%)"
+    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}%{top} on {metrics['images']} images{how}; "
           f"files in {out}")
     return 0
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from vggcifar import backend, budget, train
 from vggcifar.config import TrainConfig, resolve_val_split, trained_images
-from vggcifar.data import CifarData, load_source
+from vggcifar.data import CifarData, load_source, settled_source
 from vggcifar.evaluate import write_results
 from vggcifar.inference import predict_probs
 from vggcifar.metrics import summarize
 from vggcifar.progress import hms
 from vggcifar.report import (collapse_message, comparison_markdown, learning_rate_text, milestones_note,
-                             mismatch_message, render, short_run_message)
+                             mismatch_message, render, short_run_message, skipped_lines)
 from vggcifar.rundir import CompareDir, RunDir, read_json_or_empty
 
 #: The spec's Results section: test accuracy after 10, 20, 50 and 100 epochs.
@@ -91,6 +91,8 @@ def run_plan(plan: Plan, *, log=print, verbose: int = 1) -> dict:
     """Load the plan's data and train it (``train_run``); the last milestone's metrics."""
     backend.resolve_devices(plan.config.devices, plan.config.batch_size)  # a bad --devices fails before the data loads
     data = load_source(plan.data, limit_train=plan.config.limit_train, limit_test=plan.config.limit_test)
+    for line in skipped_lines(data.skipped, plan.run_dir.metrics):
+        log(line)
     log(f"run folder: {plan.run_dir.path}")
     log(backend.describe())
     run = train_separately if plan.separate_runs else train_run
@@ -122,7 +124,7 @@ def _begin(run: RunDir, config: TrainConfig, data: CifarData, milestones: list[i
         raise ValueError(f"{run.path} already holds a run; pass --resume to continue it or choose another --run-dir")
     config, env = _resolved(config, data)
     run.write_config(config)
-    run.write_run(milestones, data_args or {}, separate_runs=separate_runs)
+    run.write_run(milestones, settled_source(data_args or {}, data), separate_runs=separate_runs)
     run.write_environment(env)
     return config, env
 
@@ -281,6 +283,8 @@ class _MilestoneRun:
             "train_images": trained_images(config, len(data.x_train)),
             "val_images": config.val_split,
             "short_run": self.short_run,
+            # A folder of class folders: each file that is not a readable picture, and why.
+            "skipped_files": data.skipped,
         }
         folder = self.run.milestone(end.epoch)
         folder.save_model(end.model)

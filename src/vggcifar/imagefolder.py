@@ -61,7 +61,7 @@ READER_VERSION = 1
 #: Seconds between the progress lines of a long read.
 PROGRESS_SECONDS = 5.0
 
-_SPLIT, _ONE = "train/ and test/ class folders", "class folders, test split made here"
+_SPLIT, _ONE = "train/ and test/", "test split made here"
 
 
 @dataclass

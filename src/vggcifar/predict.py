@@ -15,8 +15,10 @@ import numpy as np
 
 def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[dict]:
     """The ``k`` most probable classes of one probability vector, most probable
-    first (ties: the lower class index first)."""
-    order = np.argsort(-probs, kind="stable")[:k]
+    first (ties: the lower class index first, ``vggcifar.metrics.ranking``)."""
+    from vggcifar.metrics import ranking
+
+    order = ranking(probs)[:k]
     return [{"class": int(i), "label": class_names[i], "probability": float(probs[i])} for i in order]
 
 

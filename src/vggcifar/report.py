@@ -6,7 +6,7 @@ writes a file.
 
 from __future__ import annotations
 
-from vggcifar.metrics import COLLAPSE_SHARE
+from vggcifar.metrics import COLLAPSE_SHARE, TOP_K, TOP_K_KEY
 from vggcifar.progress import hms
 from vggcifar.rundir import RunDir
 
@@ -95,6 +95,25 @@ def short_run_message(info: dict) -> str:
     return f"{'; '.join(found)}; {fix} (docs/recipes.md)"
 
 
+#: The skipped files a log names one by one; metrics.json has them all.
+SKIPPED_SHOWN = 3
+
+
+def skipped_lines(skipped: list[dict], where) -> list[str]:
+    """What a log says of the files of a folder of class folders that are not
+    readable pictures (``vggcifar.data.CifarData.skipped``): their count, the
+    first few with their reasons, and ``where`` the rest are; [] for none."""
+    if not skipped:
+        return []
+    n = len(skipped)
+    lines = [f"skipped {n} file{'s' * (n != 1)} that {'are' if n != 1 else 'is'} not a readable picture "
+             f"(all of them, with their reasons, in {where}):"]
+    lines += [f"  {s['file']}: {s['reason']}" for s in skipped[:SKIPPED_SHOWN]]
+    if n > SKIPPED_SHOWN:
+        lines.append(f"  and {n - SKIPPED_SHOWN} more")
+    return lines
+
+
 def markdown_confusion(cm, class_names) -> str:
     head = "| true \\ predicted | " + " | ".join(class_names) + " |"
     rule = "|---|" + "---:|" * len(class_names)
@@ -120,8 +139,10 @@ def milestone_section(metrics: dict, pictures: dict[str, str]) -> str:
     """``pictures``: relative paths of this milestone's pictures by kind
     ("confusion", and "mistakes", "recall" where they were drawn)."""
     epoch = metrics["epoch"]
+    top = metrics.get(TOP_K_KEY)
     lines = [
-        f"* epochs = {metrics['epoch']} **accuracy = {100 * metrics['test_accuracy']:.2f}%**",
+        f"* epochs = {metrics['epoch']} **accuracy = {100 * metrics['test_accuracy']:.2f}%**"
+        + ("" if top is None else f" (top-{TOP_K}: {100 * top:.2f}%)"),
         "",
         "**Confusion matrix result:**",
         "",
@@ -157,6 +178,19 @@ def milestone_section(metrics: dict, pictures: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _folder_text(data: dict) -> str:
+    """How a folder of class folders was read, from environment.json's dataset."""
+    if data.get("format") != "class folders":
+        return ""
+    share = f", test share {data['test_share']:g}" if data.get("test_share") is not None else ""
+    return f" ({data.get('layout')}{share}, split seed {data.get('split_seed')})"
+
+
+def pct(value: float | None) -> str:
+    """A share as a percentage with two decimals; — for none."""
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
 def hardware(environment: dict) -> str:
     """The machine as environment.json records it: the device a run computed
     on and the CPU, the CPU named once when it is that device."""
@@ -187,12 +221,21 @@ def render(
         s = data["subset"]
         out += [f"> **Subset.** Trained on {s['train']} and tested on {s['test']} images, "
                 "not the full set.", ""]
-    out += ["## Summary", "", "| epochs | test accuracy | test loss | time of learning |", "|---:|---:|---:|---:|"]
+    # Top-k where some milestone has it (a set of at least TOP_K classes, measured since it was added).
+    top = any(m.get(TOP_K_KEY) is not None for m, _ in milestones)
+    out += ["## Summary", "", f"| epochs | test accuracy |{f' top-{TOP_K} accuracy |' if top else ''} test loss | "
+            "time of learning |", f"|---:|---:|{'---:|' if top else ''}---:|---:|"]
     for m, _ in milestones:
         flag = " (collapsed)" if m.get("collapse") else ""
-        out.append(f"| {m['epoch']} | {100 * m['test_accuracy']:.2f}%{flag} | {m['test_loss']:.4f} | "
+        top_cell = "" if not top else f" {pct(m.get(TOP_K_KEY))} |"
+        out.append(f"| {m['epoch']} | {100 * m['test_accuracy']:.2f}%{flag} |{top_cell} {m['test_loss']:.4f} | "
                    f"{hms(m['train_seconds'])} |")
     out.append("")
+    skipped = milestones[-1][0].get("skipped_files") if milestones else None
+    if skipped:
+        out += [f"> **Skipped files.** {len(skipped)} file{'s' * (len(skipped) != 1)} of the data folder "
+                f"{'are' if len(skipped) != 1 else 'is'} not a readable picture and {'were' if len(skipped) != 1 else 'was'} "
+                "left out; metrics.json names each with its reason.", ""]
     for n in notes:
         out += [n, ""]
     if curves:
@@ -209,8 +252,9 @@ def render(
         f"- backend: keras {versions.get('keras', '?')} on {environment.get('backend', '?')} "
         f"{versions.get(environment.get('backend', ''), '')}, precision "
         f"{environment.get('precision', config.get('precision'))}",
-        f"- dataset: {data.get('name')} from `{data.get('source')}`"
-        + (f", sha256 `{data['sha256']}`" if data.get("sha256") else "")
+        f"- dataset: {data.get('name')} from `{data.get('source')}`" + _folder_text(data)
+        + (f", {'content ' if data.get('format') == 'class folders' else ''}sha256 `{data['sha256']}`"
+           if data.get("sha256") else "")
         + (" (the official archive)" if data.get("official") else "")
         + f"; {data.get('train_images')} training and {data.get('test_images')} test images",
         f"- code: vggcifar {versions.get('vggcifar', '?')}, commit `{environment.get('git_commit') or 'unknown'}`",
