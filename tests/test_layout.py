@@ -16,10 +16,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vggcifar"
 FLOORS = {
     "cli": 6, "__main__": 6,
     "experiment": 5, "bench": 5, "seeds": 5,
-    "train": 4, "evaluate": 4, "predict": 4, "report": 4,
+    "train": 4, "evaluate": 4, "predict": 4, "report": 4, "comparison": 4,
     "inference": 3, "checkpoint": 3, "progress": 3, "plots": 3, "steps": 3, "liveview": 3,
     "model": 2, "data": 2, "cifarfiles": 2, "download": 2, "rundir": 2, "backend": 2, "config": 2,
-    "table": 2, "images": 2, "fixtures": 2, "budget": 2,
+    "table": 2, "images": 2, "fixtures": 2, "budget": 2, "imagefolder": 2,
     "fsutil": 1, "metrics": 1, "safepickle": 1, "quietlog": 1, "cluster": 1,
 }
 
@@ -113,7 +113,8 @@ def _strings(path: Path) -> list[str]:
 @pytest.mark.parametrize("name", ["metrics.json", "history.csv", "config.json", "run.json", "environment.json",
                                   "model.keras", "confusion_matrix.csv", "confusion_matrix.png", "curves.png",
                                   "report.md", "comparison.md", "comparison.json", "checkpoints",
-                                  "mistakes.png", "recall.png", "tensorboard", "seeds.json"])
+                                  "mistakes.png", "recall.png", "tensorboard", "seeds.json",
+                                  "validation_curves.png"])
 def test_each_run_folder_name_is_spelled_in_one_module(name):
     # A name as the code uses it for a path: the whole string, or a path's
     # first or last part (prose in messages may mention a file).

@@ -566,7 +566,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from vggcifar.predict import predict_files
 
-    results = predict_files(args.model, args.images, top=args.top_k)
+    results = predict_files(args.model, args.images, top=args.top_k, recursive=args.recursive)
     if args.json:
         print(json.dumps(results, indent=2, allow_nan=False))
     else:
@@ -579,6 +579,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"vggcifar: error: {r['error']}", file=sys.stderr)
     return STATUS_BAD_INPUT if failed else 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from vggcifar import comparison
+    from vggcifar.report import comparison_text
+
+    folders = comparison.check_folders(args.folders)
+    if args.output and comparison.folder_kind(args.output) in (comparison.RUN, comparison.SEEDS):
+        raise UsageError(f"--output {args.output} is a run folder; write the comparison to another folder")
+    table = comparison.compare_folders(folders, args.folders, relative_to=args.output)
+    sys.stdout.write(comparison_text(table))
+    if args.output:
+        written = comparison.write_comparison(args.output, table, comparison.validation_curves(folders, args.folders))
+        print(f"comparison: {written.markdown}")
+    return 0
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
@@ -707,10 +722,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify PNG or JPEG pictures with a saved model")
     p.add_argument("model", metavar="MODEL.keras", help="a saved model, e.g. the model.keras in a run folder")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files, any size")
+    p.add_argument("images", metavar="PATH", nargs="+",
+                   help="PNG or JPEG files, any size, or folders of them (every file in it, sorted)")
+    p.add_argument("--recursive", action="store_true", help="a folder's subfolders too")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes to show per picture (default: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON list, an entry per picture")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("compare", help="run folders side by side: accuracy at each milestone, top-5, time, "
+                       "images/s, precision, backend; folders of seeds as mean ± std")
+    p.add_argument("folders", metavar="RUN_DIR", nargs="+",
+                   help="folders that train or experiment wrote: a run, a folder of --seeds, a comparison of recipes")
+    p.add_argument("--output", metavar="DIR",
+                   help="also write comparison.md, comparison.json and a picture of the validation curves there")
+    p.set_defaults(func=_cmd_compare)
 
     _add_data_command(sub)
     _add_bench_parser(sub)

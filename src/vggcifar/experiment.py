@@ -1,4 +1,4 @@
-"""The spec's experiment: a training run evaluated and saved at each milestone epoch, resumed where it stopped, published with its curves and report; and recipes compared side by side.
+"""The spec's experiment: a training run evaluated and saved at each milestone epoch, resumed where it stopped, published with its curves and report; and recipes trained side by side.
 
 ``run_plan`` is what `vggcifar train` and `vggcifar experiment` run for one
 run folder; ``compare`` runs several recipes into one ``CompareDir``. Outcomes
@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vggcifar import backend, budget, train
+from vggcifar.comparison import compare_and_write
 from vggcifar.config import TrainConfig, resolve_val_split, trained_images
 from vggcifar.data import CifarData, load_source, settled_source
 from vggcifar.evaluate import write_results
 from vggcifar.inference import predict_probs
 from vggcifar.metrics import summarize
 from vggcifar.progress import hms
-from vggcifar.report import (collapse_message, comparison_markdown, learning_rate_text, milestones_note,
+from vggcifar.report import (collapse_message, learning_rate_text, milestones_note,
                              mismatch_message, render, short_run_message, skipped_lines)
 from vggcifar.rundir import CompareDir, RunDir, read_json_or_empty
 
@@ -396,14 +397,13 @@ class Comparison:
 
 
 def compare(root, plans: dict[str, Plan], *, log=print, warn=print, verbose: int = 1) -> Comparison:
-    """Train each plan in turn, then write comparison.md and .json in ``root``.
+    """Train each plan in turn, then write comparison.md and .json and the
+    validation curves in ``root`` (``vggcifar.comparison``).
     A recipe whose loss diverges is told through ``warn`` and recorded, and
     the others still run. An interruption stops at once (--resume continues)."""
-    compare_dir = CompareDir(root)
     diverged = run_each(plans, lambda recipe, i, n: f"recipe {i}/{n}: {recipe}", log=log, warn=warn,
                         verbose=verbose)
-    table = compare_runs(root, list(plans))
-    compare_dir.write(table, comparison_markdown(table))
+    table, compare_dir = compare_and_write(root, list(plans))
     return Comparison(table, compare_dir.markdown, diverged)
 
 
@@ -411,43 +411,6 @@ def finished_line(metrics: dict, run: RunDir) -> str:
     """The line that ends a run: its final accuracy and where its report is."""
     return (f"test accuracy after {metrics['epoch']} epochs: {100 * metrics['test_accuracy']:.2f}%; "
             f"report: {run.report}")
-
-
-def compare_runs(root, recipes: list[str]) -> dict:
-    """The comparison of the run folders ``root/<recipe>/``, from their
-    files: test accuracy at each milestone, the final one, collapse, time of
-    learning and training images per second."""
-    compare_dir = CompareDir(root)
-    rows, milestones, dataset, synthetic = [], set(), None, False
-    for recipe in recipes:
-        run = compare_dir.recipe(recipe)
-        final = read_json_or_empty(run.metrics)
-        ms = run.read_run().get("milestones", [])
-        milestones.update(ms)
-        accuracy = {str(m): read_json_or_empty(run.milestone(m).metrics).get("test_accuracy") for m in ms}
-        env = run.read_environment().get("dataset", {})
-        dataset = dataset or env.get("name")
-        status = final.get("status", "missing")
-        row = {
-            "recipe": recipe,
-            "status": status,
-            "test_accuracy": accuracy,
-            "final_accuracy": final.get("test_accuracy") if status == "complete" else None,
-            "collapsed": bool(final.get("collapse")),
-            "train_seconds": final.get("train_seconds"),
-            "images_per_second": images_per_second(final),
-            "synthetic": bool(final.get("synthetic", env.get("synthetic", False))),
-        }
-        synthetic = synthetic or row["synthetic"]
-        rows.append(row)
-    return {"dataset": dataset, "milestones": sorted(milestones), "synthetic": synthetic, "rows": rows}
-
-
-def images_per_second(metrics: dict) -> float | None:
-    """A run's training images per second of learning, from its final
-    metrics.json (None when it does not say)."""
-    seconds, epoch, images = metrics.get("train_seconds"), metrics.get("epoch"), metrics.get("train_images")
-    return images * epoch / seconds if seconds and epoch and images else None
 
 
 def default_run_dir(name: str) -> Path:

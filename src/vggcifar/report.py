@@ -1,4 +1,4 @@
-"""The words and tables a reader gets: report.md (the spec's Results section), the recipes compared, `vggcifar recipes`, and the warnings a run prints.
+"""The words and tables a reader gets: report.md (the spec's Results section), runs compared, `vggcifar recipes`, and the warnings a run prints.
 
 Rendering only: functions take dicts and return text; nothing here reads or
 writes a file.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from vggcifar.metrics import COLLAPSE_SHARE, TOP_K, TOP_K_KEY
 from vggcifar.progress import hms
-from vggcifar.rundir import RunDir
 
 COLLAPSE_CAUSES = (
     "Likely causes: the initialisation (glorot weights in a 16-layer network without batch norm), "
@@ -265,46 +264,96 @@ def render(
 
 
 # --------------------------------------------------------------------------- #
-# recipes side by side
+# runs side by side
 # --------------------------------------------------------------------------- #
-def comparison_markdown(comparison: dict) -> str:
-    """comparison.md from ``vggcifar.experiment.compare_runs``' (or ``vggcifar.seeds.compare_seed_runs``') result."""
+def _comparison_cells(comparison: dict, *, links: bool) -> tuple[list[str], str, list[list[str]]]:
+    """The comparison's table: its heads, their markdown alignment row, and a
+    row of cells per compared folder. The recipe and data columns are left
+    out when they repeat the names or the title."""
     milestones = comparison["milestones"]
-    out = [f"# VGG-16 on {comparison.get('dataset') or 'unknown data'}: recipes compared", ""]
-    if comparison.get("synthetic"):
-        out += [SYNTHETIC_NOTE, ""]
-    head = ["recipe", *[f"accuracy after {m}" for m in milestones], "final accuracy", "collapsed",
-            "time of learning", "images/s"]
-    out += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(milestones) + 1) + "---|---:|---:|"]
-
-    def pct(v):
-        return "—" if v is None else f"{100 * v:.2f}%"
+    rows = comparison["rows"]
+    recipe_column = any(r.get("recipe") != r["name"] for r in rows)
+    data_column = comparison.get("dataset") is None and any(r.get("dataset") for r in rows)
 
     def accuracy(row, mean, which):
         """One run's accuracy; over seeds, the mean ± std (n) (``row["spread"]``)."""
-        spread = row.get("spread", {}).get(which)
+        spread = (row.get("spread") or {}).get(which)
         return pct(mean) if spread is None or mean is None else mean_std_text(mean, spread["std"], spread["n"])
 
-    for r in comparison["rows"]:
-        name = f"[`{r['recipe']}`]({RunDir(r['recipe']).report.as_posix()})" + (" (synthetic)" if r.get("synthetic") else "")
+    head = ["run", *(["recipe"] if recipe_column else []), *(["data"] if data_column else []), "epochs",
+            *[f"accuracy after {m}" for m in milestones], "final accuracy", f"top-{TOP_K}", "collapsed",
+            "time of learning", "images/s", "precision", "backend"]
+    align = ("|---|" + "---|" * (recipe_column + data_column) + "---:|" * (len(milestones) + 3)
+             + "---|---:|---:|---|---|")
+    table = []
+    for r in rows:
+        name = f"`{r['name']}`" if links else r["name"]
+        if links and r.get("report"):
+            name = f"[{name}]({r['report']})"
+        name += " (synthetic)" if r.get("synthetic") else ""
         final = accuracy(r, r["final_accuracy"], "final") if r["status"] == "complete" else r["status"]
-        cells = [name, *[accuracy(r, r["test_accuracy"].get(str(m)), str(m)) for m in milestones], final,
+        cells = [name, *([r.get("recipe") or "—"] if recipe_column else []),
+                 *([r.get("dataset") or "—"] if data_column else []),
+                 "—" if r.get("epochs") is None else str(r["epochs"]),
+                 *[accuracy(r, r["test_accuracy"].get(str(m)), str(m)) for m in milestones], final,
+                 accuracy(r, r.get("top_5_accuracy"), "top_5"),
                  "yes" if r["collapsed"] else "no",
                  "—" if r["train_seconds"] is None else hms(r["train_seconds"]),
-                 "—" if r["images_per_second"] is None else f"{r['images_per_second']:.0f}"]
-        out.append("| " + " | ".join(cells) + " |")
-    out += [
-        "",
-        "Accuracy is on the test set after that many epochs (— where the recipe did not run to it); "
-        "each recipe's own report has its confusion matrices and curves. Time of learning counts training "
-        "steps only (h:mm:ss); images/s is training images times epochs over that time.",
-        "",
-    ]
-    if any("spread" in r for r in comparison["rows"]):
-        out += ["Over seeds: mean ± standard deviation (ddof=1) of the test accuracy over the seeds that "
-                "reached the milestone (their number); time of learning and images/s are means; each "
-                "recipe's report has its seeds one by one.", ""]
+                 "—" if r["images_per_second"] is None else f"{r['images_per_second']:.0f}",
+                 r.get("precision") or "—", r.get("backend") or "—"]
+        table.append(cells)
+    return head, align, table
+
+
+def _comparison_notes(comparison: dict) -> list[str]:
+    out = [f"Accuracy is on the test set after that many epochs (— where the run did not reach it); top-{TOP_K} "
+           f"is the final one's (— for fewer than {TOP_K} classes, or a run from before it was measured). Each "
+           "run's own report has its confusion matrices and curves. Time of learning counts training steps only "
+           "(h:mm:ss); images/s is training images times epochs over that time."]
+    if any(r.get("kind") == "seeds" for r in comparison["rows"]):
+        out.append("Over seeds: mean ± standard deviation (ddof=1) of the test accuracy over the seeds that "
+                   "reached the milestone (their number); time of learning and images/s are means; each "
+                   "folder's report has its seeds one by one.")
+    return out
+
+
+def comparison_title(comparison: dict) -> str:
+    return f"VGG-16 on {comparison.get('dataset') or 'several data sets'}: runs compared"
+
+
+def comparison_markdown(comparison: dict, *, curves: str | None = None) -> str:
+    """comparison.md from ``vggcifar.comparison.compare_folders``' table;
+    ``curves``: the relative path of the validation curves' picture."""
+    out = [f"# {comparison_title(comparison)}", ""]
+    if comparison.get("synthetic"):
+        out += [SYNTHETIC_NOTE, ""]
+    head, align, rows = _comparison_cells(comparison, links=True)
+    out += ["| " + " | ".join(head) + " |", align]
+    out += ["| " + " | ".join(cells) + " |" for cells in rows]
+    out.append("")
+    for note in _comparison_notes(comparison):
+        out += [note, ""]
+    if curves:
+        out += [f"![validation curves]({curves})", "",
+                "Validation loss and accuracy by epoch, each run on its own validation set (in brackets); "
+                "a band is one standard deviation over seeds.", ""]
     return "\n".join(out)
+
+
+def comparison_text(comparison: dict) -> str:
+    """The comparison as `vggcifar compare` prints it: aligned columns."""
+    head, _, rows = _comparison_cells(comparison, links=False)
+    widths = [max(len(c) for c in column) for column in zip(head, *rows)]
+    right = [False] + [True] * (len(head) - 1)
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    out = [comparison_title(comparison), ""]
+    if comparison.get("synthetic"):
+        out += ["(synthetic data: these figures show that the pipeline works, nothing about VGG-16 on CIFAR-10)", ""]
+    out += [line(head), *(line(cells) for cells in rows)]
+    return "\n".join(out) + "\n"
 
 
 def mean_std_text(mean: float | None, std: float | None, n: int) -> str:
@@ -315,7 +364,7 @@ def mean_std_text(mean: float | None, std: float | None, n: int) -> str:
 
 
 def seeds_markdown(summary: dict) -> str:
-    """report.md of one recipe over several seeds, from ``vggcifar.seeds.summarize_seeds``."""
+    """report.md of one recipe over several seeds, from ``vggcifar.comparison.summarize_seeds``."""
     from vggcifar.rundir import SeedsDir
 
     # In epoch order (a JSON file read back has its keys sorted as text: "10" before "5").
@@ -325,11 +374,15 @@ def seeds_markdown(summary: dict) -> str:
            f"{seeds}", ""]
     if summary.get("synthetic"):
         out += [SYNTHETIC_NOTE, ""]
-    out += ["## Summary", "", "| epochs | test accuracy, mean ± std (seeds) | time of learning, mean |",
-            "|---:|---:|---:|"]
+    top = any((v.get(TOP_K_KEY) or {}).get("n") for v in milestones.values())
+    out += ["## Summary", "", "| epochs | test accuracy, mean ± std (seeds) |"
+            + (f" top-{TOP_K} accuracy, mean ± std (seeds) |" if top else "") + " time of learning, mean |",
+            "|---:|---:|" + ("---:|" if top else "") + "---:|"]
     for m, v in milestones.items():
         seconds = "—" if v["train_seconds"] is None else hms(v["train_seconds"])
-        out.append(f"| {m} | {mean_std_text(v['mean'], v['std'], v['n'])} | {seconds} |")
+        t = v.get(TOP_K_KEY) or {"mean": None, "std": None, "n": 0}
+        top_cell = f" {mean_std_text(t['mean'], t['std'], t['n'])} |" if top else ""
+        out.append(f"| {m} | {mean_std_text(v['mean'], v['std'], v['n'])} |{top_cell} {seconds} |")
     out += ["", "The mean and the standard deviation (ddof=1; — with one seed) are over the seeds that reached "
             "the milestone, their number in brackets. Time of learning counts training steps only (h:mm:ss).", ""]
     out += ["## Seeds", "", "| seed | " + " | ".join(f"accuracy after {m}" for m in milestones)
