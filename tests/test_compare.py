@@ -1,5 +1,6 @@
 """`vggcifar experiment --recipe a,b`: one run folder per recipe, compared in
-comparison.md and comparison.json from the folders' own files."""
+comparison.md and comparison.json from the folders' own files; and
+`vggcifar compare`, the same comparison of any run folders."""
 
 import pytest
 
@@ -7,23 +8,27 @@ from conftest import TINY_ARGS
 from vggcifar import fsutil
 from vggcifar.cli import main
 from vggcifar.progress import hms
+from vggcifar.comparison import compare_runs
 from vggcifar.report import comparison_markdown
-from vggcifar.experiment import compare_runs
 
 
-
-def _fake_run(folder, milestones, accuracies, final):
+def _fake_run(folder, milestones, accuracies, final, *, recipe=None, history=None):
     fsutil.write_json(folder / "run.json", {"milestones": milestones, "data": {}})
-    fsutil.write_json(folder / "environment.json", {"dataset": {"name": "cifar10", "synthetic": False}})
+    fsutil.write_json(folder / "environment.json", {"dataset": {"name": "cifar10", "synthetic": False},
+                                                    "backend": "jax", "precision": "float32"})
+    fsutil.write_json(folder / "config.json", {"recipe": recipe or folder.name, "val_split": 500})
     for m, acc in zip(milestones, accuracies):
         fsutil.write_json(folder / f"epochs-{m:03d}" / "metrics.json", {"epoch": m, "test_accuracy": acc})
     fsutil.write_json(folder / "metrics.json", final)
+    if history:
+        (folder / "history.csv").write_text("epoch,val_loss,val_accuracy\n"
+                                            + "".join(f"{e},{l},{a}\n" for e, l, a in history))
 
 
 def test_comparison_from_run_folders(tmp_path):
     _fake_run(tmp_path / "a", [1, 2], [0.5, 0.75],
               {"epoch": 2, "test_accuracy": 0.75, "status": "complete", "collapse": None, "train_seconds": 100.0,
-               "train_images": 1000, "synthetic": False})
+               "train_images": 1000, "synthetic": False, "top_5_accuracy": 0.96})
     # Diverged in epoch 2: only the first milestone exists.
     _fake_run(tmp_path / "b", [1, 2], [0.1],
               {"epoch": 1, "test_accuracy": 0.1, "status": "failed", "reason": "nan",
@@ -34,16 +39,17 @@ def test_comparison_from_run_folders(tmp_path):
     a, b, c = result["rows"]
     assert a["test_accuracy"] == {"1": 0.5, "2": 0.75} and a["final_accuracy"] == 0.75
     assert a["images_per_second"] == pytest.approx(1000 * 2 / 100.0) and a["collapsed"] is False
+    assert a["top_5_accuracy"] == 0.96 and a["epochs"] == 2 and (a["precision"], a["backend"]) == ("float32", "jax")
     assert b["test_accuracy"] == {"1": 0.1, "2": None} and b["final_accuracy"] is None
-    assert b["status"] == "failed" and b["collapsed"] is True
+    assert b["status"] == "failed" and b["collapsed"] is True and b["top_5_accuracy"] is None
     assert b["images_per_second"] == pytest.approx(900 * 1 / 40.0)
     assert c["status"] == "missing" and c["test_accuracy"] == {} and c["images_per_second"] is None
     md = comparison_markdown(result)
-    assert "| recipe | accuracy after 1 | accuracy after 2 | final accuracy | collapsed | time of learning | " \
-           "images/s |" in md
-    assert "| [`a`](a/report.md) | 50.00% | 75.00% | 75.00% | no | 0:01:40 | 20 |" in md
-    assert "| [`b`](b/report.md) | 10.00% | — | failed | yes | 0:00:40 | 22 |" in md
-    assert "| [`c`](c/report.md) | — | — | missing | no | — | — |" in md
+    assert "| run | epochs | accuracy after 1 | accuracy after 2 | final accuracy | top-5 | collapsed | " \
+           "time of learning | images/s | precision | backend |" in md
+    assert "| [`a`](a/report.md) | 2 | 50.00% | 75.00% | 75.00% | 96.00% | no | 0:01:40 | 20 | float32 | jax |" in md
+    assert "| [`b`](b/report.md) | 1 | 10.00% | — | failed | — | yes | 0:00:40 | 22 | float32 | jax |" in md
+    assert "| [`c`](c/report.md) | — | — | — | missing | — | no | — | — | — | — |" in md
     assert "Synthetic data" not in md
 
 
@@ -75,9 +81,9 @@ def test_experiment_compares_recipes_side_by_side(tmp_path, capsys):
         assert row["collapsed"] == bool(final["collapse"])
         assert row["images_per_second"] == pytest.approx(train_images[row["recipe"]] / final["train_seconds"])
         acc = f"{100 * final['test_accuracy']:.2f}%"
-        line = (f"| [`{row['recipe']}`]({row['recipe']}/report.md) (synthetic) | {acc} | {acc} | "
-                f"{'yes' if final['collapse'] else 'no'} | {hms(final['train_seconds'])} | "
-                f"{row['images_per_second']:.0f} |")
+        line = (f"| [`{row['recipe']}`]({row['recipe']}/report.md) (synthetic) | 1 | {acc} | {acc} | "
+                f"{100 * final['top_5_accuracy']:.2f}% | {'yes' if final['collapse'] else 'no'} | "
+                f"{hms(final['train_seconds'])} | {row['images_per_second']:.0f} | float32 |")
         assert line in md
     # Again without --resume: refused before anything trains.
     capsys.readouterr()

@@ -38,6 +38,7 @@ import os
 import stat
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,8 +148,10 @@ def _list(root: Path) -> _Listing:
         for entry in _entries(root):
             if entry.name in (TRAIN_FOLDER, TEST_FOLDER):
                 parts[entry.name] = _class_folders(root, Path(entry.path), listing)
-            else:
+            elif _kind(entry) == "dir":
                 listing.skipped.append((_rel(root, entry.path), "is neither train/ nor test/: not read"))
+            else:
+                listing.skipped.append((_rel(root, entry.path), "is not inside a class folder"))
         train, test = parts[TRAIN_FOLDER], parts[TEST_FOLDER]
         if not train:
             raise DataError(f"{root / TRAIN_FOLDER}: no class folders in it; put each class's pictures in "
@@ -281,7 +284,7 @@ def _load_cached(path: Path) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):  # missing, or damaged: read the folder again
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # missing, or damaged: read the folder again
         return None
 
 
@@ -305,7 +308,7 @@ def _check_classes(root: Path, split: bool, names: list[str], counts: np.ndarray
             where = root / folder / name if folder else root / name
             prefix = f"{folder}/{name}/" if folder else f"{name}/"
             bad = [(f, why) for f, why in skipped.items() if f.startswith(prefix)]
-            detail = (f"none of its {counts[p][c]} files is a readable picture (first: {bad[0][0]}: {bad[0][1]})"
+            detail = (f"none of its {counts[p][c]} files is a readable picture (first: {root / bad[0][0]}: {bad[0][1]})"
                       if bad else "it holds no pictures")
             raise DataError(f"{where}: {detail}; put PNG or JPEG pictures of '{name}' in it, or remove the folder")
 

@@ -106,7 +106,8 @@ def confident_mistakes(probs: np.ndarray, y_true, pairs: int = MISTAKE_PAIRS,
     return out
 
 
-#: Top-k accuracy is reported for this k, for sets of at least k classes...
+#: Top-k accuracy is reported for this k, for sets of more than k classes
+#: (with k classes or fewer every image's class is in its top k)...
 TOP_K = 5
 #: ...as this key of metrics.json.
 TOP_K_KEY = f"top_{TOP_K}_accuracy"
@@ -121,9 +122,9 @@ def ranking(probs: np.ndarray) -> np.ndarray:
 
 def top_k_accuracy(probs: np.ndarray, y_true, k: int = TOP_K) -> float | None:
     """The share of images whose true class is among their ``k`` first in
-    ``ranking``; None for fewer than ``k`` classes."""
+    ``ranking``; None for ``k`` classes or fewer, where it is always 1."""
     probs = np.asarray(probs)
-    if probs.shape[1] < k:
+    if probs.shape[1] <= k:
         return None
     y_true = np.asarray(y_true, dtype=np.int64)
     return float((ranking(probs)[:, :k] == y_true[:, None]).any(axis=1).mean())

@@ -272,7 +272,7 @@ def _comparison_cells(comparison: dict, *, links: bool) -> tuple[list[str], str,
     out when they repeat the names or the title."""
     milestones = comparison["milestones"]
     rows = comparison["rows"]
-    recipe_column = any(r.get("recipe") != r["name"] for r in rows)
+    recipe_column = any(r.get("recipe") not in (None, r["name"]) for r in rows)
     data_column = comparison.get("dataset") is None and any(r.get("dataset") for r in rows)
 
     def accuracy(row, mean, which):
@@ -307,7 +307,7 @@ def _comparison_cells(comparison: dict, *, links: bool) -> tuple[list[str], str,
 
 def _comparison_notes(comparison: dict) -> list[str]:
     out = [f"Accuracy is on the test set after that many epochs (— where the run did not reach it); top-{TOP_K} "
-           f"is the final one's (— for fewer than {TOP_K} classes, or a run from before it was measured). Each "
+           f"is the final one's (— for {TOP_K} classes or fewer, or a run from before it was measured). Each "
            "run's own report has its confusion matrices and curves. Time of learning counts training steps only "
            "(h:mm:ss); images/s is training images times epochs over that time."]
     if any(r.get("kind") == "seeds" for r in comparison["rows"]):
