@@ -18,7 +18,9 @@ def _fake_run(folder, milestones, accuracies, final, *, recipe=None, history=Non
                                                     "backend": "jax", "precision": "float32"})
     fsutil.write_json(folder / "config.json", {"recipe": recipe or folder.name, "val_split": 500})
     for m, acc in zip(milestones, accuracies):
-        fsutil.write_json(folder / f"epochs-{m:03d}" / "metrics.json", {"epoch": m, "test_accuracy": acc})
+        top5 = final.get("top_5_accuracy") if m == final["epoch"] else None
+        fsutil.write_json(folder / f"epochs-{m:03d}" / "metrics.json",
+                          {"epoch": m, "test_accuracy": acc, "top_5_accuracy": top5})
     fsutil.write_json(folder / "metrics.json", final)
     if history:
         (folder / "history.csv").write_text("epoch,val_loss,val_accuracy\n"
@@ -137,3 +139,97 @@ def test_learning_recipes_learn_and_the_spec_recipe_collapses(tmp_path):
     assert final["vgg16-bn"]["test_accuracy"] >= 0.8 and not final["vgg16-bn"].get("inference_mismatch")
     for name, row in rows.items():
         assert row["final_accuracy"] == pytest.approx(final[name]["test_accuracy"])
+
+
+# ------------------------------------------------------------------ vggcifar compare
+def _complete(epochs, accuracy, seconds, top5=None, images=1000):
+    return {"epoch": epochs, "test_accuracy": accuracy, "status": "complete", "collapse": None,
+            "train_seconds": seconds, "train_images": images, "synthetic": False, "top_5_accuracy": top5}
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """A run, a folder of three seeds, and a comparison of two recipes."""
+    _fake_run(tmp_path / "runs" / "one", [1, 2], [0.5, 0.8], _complete(2, 0.8, 50.0, 0.97), recipe="vgg16-bn",
+              history=[(1, 1.5, 0.4), (2, 0.9, 0.7)])
+    seeds = tmp_path / "runs" / "seeds"
+    curves = {0: [(1, 1.2, 0.5), (2, 0.8, 0.75)], 1: [(1, 1.0, 0.6), (2, 0.7, 0.85)], 2: [(1, 1.1, 0.7)]}
+    for seed, acc in ((0, [0.55, 0.75]), (1, [0.65, 0.85]), (2, [0.6, 0.9])):
+        _fake_run(seeds / f"seed-{seed}", [1, 2], acc, _complete(2, acc[-1], 40.0 + seed, 0.9 + seed / 100),
+                  recipe="spec-he", history=curves[seed])
+    fsutil.write_json(seeds / "seeds.json", {"seeds": [0, 1, 2]})
+    cmp = tmp_path / "runs" / "cmp"
+    for recipe, acc in (("spec", 0.1), ("spec-he", 0.6)):
+        _fake_run(cmp / recipe, [2], [acc], _complete(2, acc, 30.0), history=[(1, 2.3, acc - 0.05), (2, 2.2, acc)])
+    fsutil.write_json(cmp / "comparison.json", {"rows": [{"recipe": "spec"}, {"recipe": "spec-he"}]})
+    return tmp_path / "runs", curves
+
+
+def test_compare_puts_run_folders_side_by_side(folders, tmp_path, capsys, monkeypatch):
+    import statistics
+
+    import numpy as np
+    from PIL import Image
+
+    runs, curves = folders
+    monkeypatch.chdir(runs)
+    out_dir = tmp_path / "out"
+    assert main(["compare", "one", "seeds", "cmp", "--output", str(out_dir)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "VGG-16 on cifar10: runs compared" and out[-1] == f"comparison: {out_dir / 'comparison.md'}"
+    head = out[2].split()
+    assert head[:3] == ["run", "recipe", "epochs"] and head[-2:] == ["precision", "backend"]
+    assert out[3].split() == ["one", "vgg16-bn", "2", "50.00%", "80.00%", "80.00%", "97.00%", "no", "0:00:50",
+                              "40", "float32", "jax"]
+    seeds_line = out[4]
+    mean = statistics.mean([0.75, 0.85, 0.9])
+    assert seeds_line.startswith("seeds ") and "spec-he" in seeds_line
+    assert f"{100 * mean:.2f}% ± {100 * statistics.stdev([0.75, 0.85, 0.9]):.2f}% (3)" in seeds_line
+    assert f"{100 * statistics.mean([0.9, 0.91, 0.92]):.2f}% ± 1.00% (3)" in seeds_line  # top-5 over seeds
+    # A comparison folder stands for its recipes' folders.
+    assert out[5].split()[:2] == ["cmp/spec", "spec"] and out[6].split()[:2] == ["cmp/spec-he", "spec-he"]
+
+    saved = fsutil.read_json(out_dir / "comparison.json")
+    assert [r["name"] for r in saved["rows"]] == ["one", "seeds", "cmp/spec", "cmp/spec-he"]
+    assert [r["kind"] for r in saved["rows"]] == ["run", "seeds", "run", "run"]
+    seeds_row = saved["rows"][1]
+    assert seeds_row["final_accuracy"] == pytest.approx(mean) and seeds_row["seeds"] == [0, 1, 2]
+    assert seeds_row["images_per_second"] == pytest.approx(statistics.mean([2000 / 40, 2000 / 41, 2000 / 42]))
+    md = (out_dir / "comparison.md").read_text()
+    assert "| [`one`](../runs/one/report.md) | vgg16-bn | 2 |" in md
+    assert "[`cmp/spec`](../runs/cmp/spec/report.md)" in md and "![validation curves](validation_curves.png)" in md
+    # The curves: a seeds folder's is the mean over the seeds at each epoch, with the sample deviation.
+    by_name = {c["name"]: c for c in saved["curves"]}
+    assert list(by_name) == ["one", "seeds", "cmp/spec", "cmp/spec-he"]
+    s = by_name["seeds"]["val_accuracy"]
+    assert s["epoch"] == [1, 2]
+    assert s["mean"] == pytest.approx([np.mean([0.5, 0.6, 0.7]), np.mean([0.75, 0.85])])
+    assert s["std"] == pytest.approx([np.std([0.5, 0.6, 0.7], ddof=1), np.std([0.75, 0.85], ddof=1)])
+    assert by_name["one"]["val_loss"] == {"epoch": [1, 2], "mean": [1.5, 0.9], "std": None}
+    assert by_name["one"]["validation"] == "500 held-out training images"
+    with Image.open(out_dir / "validation_curves.png") as picture:
+        assert picture.format == "PNG" and picture.size[0] > 500
+
+
+def test_compare_without_output_writes_nothing(folders, capsys):
+    runs, _ = folders
+    before = sorted(p for p in runs.rglob("*"))
+    assert main(["compare", str(runs / "one"), str(runs / "seeds" / "seed-1")]) == 0
+    out = capsys.readouterr().out
+    assert str(runs / "seeds" / "seed-1") in out and "comparison:" not in out
+    assert sorted(p for p in runs.rglob("*")) == before
+
+
+def test_compare_refuses_what_is_not_a_run_folder(folders, tmp_path, capsys):
+    runs, _ = folders
+    (tmp_path / "empty").mkdir()
+    for argv, message in (
+        ([str(tmp_path / "empty")], "not a run folder (no run.json, seeds.json or comparison.json in it)"),
+        ([str(tmp_path / "nowhere")], "no such folder"),
+        ([str(runs / "one"), str(runs / "one") + "/"], "given twice"),
+        ([str(runs / "one"), "--output", str(runs / "seeds" / "seed-0")], "is a run folder"),
+    ):
+        assert main(["compare", *argv]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (runs / "seeds" / "seed-0" / "comparison.md").exists()

@@ -126,14 +126,19 @@ def test_each_run_folder_name_is_spelled_in_one_module(name):
 
 
 def test_commands_that_build_no_model_import_no_backend(tmp_path):
-    # `vggcifar --help`, `recipes` and `data info` answer without keras (5-6 s
+    # `vggcifar --help`, `recipes`, `data info` and `compare` answer without keras (5-6 s
     # of imports with TensorFlow); the control line shows the check can fail.
     # One process runs them all, checking after each (keras, once imported,
     # would stay in sys.modules), and the control once at the end.
-    from vggcifar import fixtures
+    from vggcifar import fixtures, fsutil
 
     archive = fixtures.write_archive(tmp_path / "c.tar.gz", *fixtures.random_arrays(10, 4))
-    commands = [["--help"], ["recipes"], ["recipes", "spec", "--json"], ["data", "info", str(archive)]]
+    run = tmp_path / "run"  # a run folder's records, enough for `compare`
+    fsutil.write_json(run / "run.json", {"milestones": [1], "data": {}})
+    fsutil.write_json(run / "metrics.json", {"epoch": 1, "test_accuracy": 0.5, "status": "complete"})
+    (run / "history.csv").write_text("epoch,val_loss,val_accuracy\n1,1.0,0.5\n")
+    commands = [["--help"], ["recipes"], ["recipes", "spec", "--json"], ["data", "info", str(archive)],
+                ["compare", str(run), "--output", str(tmp_path / "cmp")]]
     code = (
         "import sys\n"
         "from vggcifar.cli import main\n"

@@ -187,7 +187,9 @@ def summarize_seeds(root, seeds: list[int]) -> dict:
             "seeds": [s for s, _ in got],
             TOP_K_KEY: mean_std([r[TOP_K_KEY] for _, r in got if r.get(TOP_K_KEY) is not None]),
             "train_seconds": mean_std(seconds)["mean"],
-            "confusion_matrix": (np.sum([r["confusion_matrix"] for _, r in got], axis=0).tolist() if got else None),
+            # None unless every seed has its matrix (a damaged or hand-made metrics.json may not).
+            "confusion_matrix": (np.sum([r["confusion_matrix"] for _, r in got], axis=0).tolist()
+                                 if got and all("confusion_matrix" in r for _, r in got) else None),
         }
     return {"recipe": recipe, "dataset": dataset, "synthetic": synthetic, "seeds": list(seeds),
             "class_names": class_names, "milestones": milestones, "runs": runs}
@@ -228,7 +230,7 @@ def seeds_row(seeds_dir: SeedsDir, name: str, *, relative_to: Path | None = None
                    "final": {"std": last["std"], "n": last["n"]} if done and last else None,
                    "top_5": {"std": top["std"], "n": top["n"]} if top else None},
         "collapsed": any(r["collapsed"] for r in runs),
-        "train_seconds": last["train_seconds"] if last else None,
+        "train_seconds": mean_std([r["train_seconds"] for r in runs if r["train_seconds"] is not None])["mean"],
         "images_per_second": mean_std([r["images_per_second"] for r in runs
                                        if r["images_per_second"] is not None])["mean"],
         "precision": _one_or_several(r["precision"] for r in runs),

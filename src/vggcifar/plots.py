@@ -125,7 +125,9 @@ def validation_curves_figure(curves: list[dict], *, title: str = ""):
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100)
+    # The legend below both panels, where it hides no curve: a row per two runs.
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5 + 0.25 * ((len(curves) + 1) // 2)), dpi=100,
+                                   layout="constrained")
     for i, curve in enumerate(curves):
         colour = f"C{i % 10}"
         label = curve["name"] + (f" ({curve['validation']})" if curve.get("validation") else "")
@@ -144,10 +146,9 @@ def validation_curves_figure(curves: list[dict], *, title: str = ""):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     ax2.set_ylim(0, 1)
-    ax2.legend(fontsize=8, loc="lower right")
+    fig.legend(*ax2.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
