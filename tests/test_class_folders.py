@@ -306,6 +306,28 @@ def test_a_test_share_for_cifar_data_is_refused(tmp_path, capsys):
     archive = fixtures.write_archive(tmp_path / "c.tar.gz", *fixtures.random_arrays(10, 4))
     with pytest.raises(DataError, match="--data-test-share splits a folder of class folders"):
         load_dataset(archive, test_share=0.2)
+    with pytest.raises(ValueError, match="the synthetic set has its own test set"):
+        load_dataset(None, "synthetic", test_share=0.2)
+    assert main(["data", "info", str(archive), "--test-share", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "this is CIFAR data, which has its own test set" in err
+
+
+def test_a_long_read_says_how_far_it_is(tmp_path, monkeypatch):
+    import io
+
+    root = tmp_path / "p"
+    _split_folder(root, classes=("a", "b"), train=2, test=1)
+    monkeypatch.setattr(imagefolder, "PROGRESS_SECONDS", 0.0)  # a line after every file
+    lines = io.StringIO()
+    read_path(root, progress=lines)
+    text = lines.getvalue().splitlines()
+    assert f"hashing {root}: 1 of 6 files (16%)" in text[0]
+    assert any(line.startswith(f"reading {root}: 5 of 6 files (83%)") for line in text)
+    quiet = io.StringIO()
+    monkeypatch.setattr(imagefolder, "PROGRESS_SECONDS", 5.0)
+    read_path(root, progress=quiet)  # from the cache, in well under 5 s: no line
+    assert quiet.getvalue() == ""
 
 
 @pytest.mark.slow

@@ -270,6 +270,9 @@ def load_dataset(data: str | os.PathLike | None = None, dataset: str | None = "c
     if data is not None:
         local = {k: kwargs[k] for k in ("sha256", "cache_dir", "progress") if k in kwargs}
         loaded = read_path(data, test_share=test_share, split_seed=split_seed, **local)
+    elif test_share is not None:
+        raise ValueError(f"--data-test-share splits a folder of class folders given with --data; the {dataset} "
+                         "set has its own test set: drop the option")
     elif dataset == "synthetic":
         loaded = load_synthetic(synthetic_train or limit_train or 50000, synthetic_test or limit_test or 10000, seed)
     elif dataset not in DATASETS:
