@@ -110,13 +110,11 @@ def _class_folders(root: Path, folder: Path, listing: _Listing) -> dict[str, Pat
         kind = _kind(entry)
         if kind == "dir":
             classes[entry.name] = Path(entry.path)
-        elif kind == "file":
-            listing.skipped.append((_rel(root, entry.path), "is not inside a class folder"))
-        elif entry.is_symlink():
+        elif entry.is_symlink() and entry.is_dir():  # meant as a class: refused, not left out unnoticed
             raise DataError(f"{entry.path}: is a symbolic link; links are never followed: put the class "
                             "folder itself there")
         else:
-            raise DataError(f"{entry.path}: {kind}; remove it")
+            listing.skipped.append((_rel(root, entry.path), "is not inside a class folder"))
     return classes
 
 
