@@ -271,7 +271,8 @@ class RunDir(ResultDir):
 
 
 class CompareDir:
-    """Recipes side by side: ``<root>/<recipe>/`` run folders and the comparison."""
+    """Runs side by side: comparison.md, comparison.json and the validation
+    curves; for ``experiment --recipe a,b``, beside ``<root>/<recipe>/`` run folders."""
 
     def __init__(self, path):
         self.path = Path(path)
