@@ -372,9 +372,10 @@ def test_training_evaluation_and_resume_read_the_folder_as_the_run_did(tmp_path,
     assert f"(top-5: {100 * metrics['top_5_accuracy']:.2f}%) on 12 images" in out
     assert len(again["skipped_files"]) == 4
     # --resume reloads the same split: the record as the plan carries it.
-    from vggcifar.experiment import resume_plan
+    from vggcifar.request import make_request
+    from vggcifar.runs import resume_plan
 
-    plan = resume_plan(run)
-    resumed, fresh = load_source(plan.data), load_dataset(root, test_share=0.34)
+    plan = resume_plan(make_request("train", resume=True, run_dir=run))
+    resumed, fresh = load_source(plan.source), load_dataset(root, test_share=0.34)
     assert np.array_equal(resumed.x_test, fresh.x_test) and np.array_equal(resumed.y_train, fresh.y_train)
     assert len(resumed.y_test) == 12 and len(load_dataset(root).y_test) == 6  # the default share, 0.2, differs

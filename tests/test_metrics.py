@@ -95,7 +95,7 @@ def test_every_view_of_the_confusion_matrix_is_metrics_jsons_matrix(tmp_path):
     # An asymmetric matrix: a transposed table or picture would differ.
     import csv
 
-    from vggcifar.evaluate import write_results
+    from vggcifar.evaluation import write_results
     from vggcifar.plots import confusion_figure
     from vggcifar.report import milestone_section
     from vggcifar.rundir import ResultDir
@@ -177,7 +177,7 @@ def test_top_k_ranks_as_predict_does():
     probs = np.full((1, 6), 1 / 6)
     assert metrics.ranking(probs)[0].tolist() == [0, 1, 2, 3, 4, 5]
     assert metrics.top_k_accuracy(probs, [5]) == 0.0 and metrics.top_k_accuracy(probs, [4]) == 1.0
-    from vggcifar.predict import top_k
+    from vggcifar.prediction import top_k
 
     assert [t["class"] for t in top_k(probs[0], list("abcdef"), 6)] == metrics.ranking(probs)[0].tolist()
     # A hand-worked case: true classes ranked 1st, 5th and 6th.

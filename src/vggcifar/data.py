@@ -284,10 +284,22 @@ def load_dataset(data: str | os.PathLike | None = None, dataset: str | None = "c
     return loaded.limit(limit_train, limit_test)
 
 
+def data_source(data=None, dataset: str | None = None, url: str | None = None, sha256: str | None = None,
+                test_share: float | None = None) -> dict:
+    """Where a run's data comes from, as run.json keeps it and ``load_source``
+    reads it: ``data`` (a local path), ``dataset`` (a name), a mirror's ``url``
+    and the archive's (or a folder of class folders') expected ``sha256``; a
+    folder of class folders' ``test_share`` when given; None: not given."""
+    source = {"data": None if data is None else os.fspath(data), "dataset": dataset, "url": url, "sha256": sha256}
+    if test_share is not None:
+        source["test_share"] = test_share
+    return source
+
+
 def load_source(source: dict, **kwargs) -> CifarData:
-    """``load_dataset`` for a data record: the command line's data options, or
-    the ``"data"`` a run wrote to its run.json (``data``, ``dataset``, ``url``,
-    ``sha256``, ``test_share``, ``split_seed``; missing keys: the defaults).
+    """``load_dataset`` for a data source (``data_source``: the command line's
+    data options, or what a run wrote to its run.json, with a folder of class
+    folders' ``test_share`` and ``split_seed``; missing keys: the defaults).
     ``kwargs`` go to ``load_dataset``."""
     return load_dataset(source.get("data"), source.get("dataset"), url=source.get("url"),
                         sha256=source.get("sha256"), test_share=source.get("test_share"),
@@ -295,7 +307,7 @@ def load_source(source: dict, **kwargs) -> CifarData:
 
 
 def settled_source(source: dict, data: CifarData) -> dict:
-    """The data record ``source`` with what its loading settled written in:
+    """The data source ``source`` with what its loading settled written in:
     a folder of class folders' test share and split seed, so that a resumed
     run and `evaluate RUN_DIR` split the folder as this run did."""
     if not data.class_folders:
