@@ -14,9 +14,6 @@ import argparse
 import signal
 import sys
 
-#: Where new run folders go unless --run-dir says otherwise.
-RUNS_ROOT = "runs"
-
 STATUS_BAD_INPUT = 2
 #: A training run that stops early: the loss or weights became non-finite;
 #: Ctrl-C and SIGTERM as a shell reports a process ended by them (128 + the
@@ -157,7 +154,7 @@ def _cmd_train(args) -> int:
         end = supervisor.supervise(sys.argv[1:] if args.argv is None else args.argv, request.run_dir)
         sys.stderr.write(supervisor.end_lines(end, request.resume_command()))
         return STATUS_LOST_PROCESS if end.peer_lost else end.status
-    outcome = api.run(request, runs_root=RUNS_ROOT, verbose=0 if args.quiet else 1,
+    outcome = api.run(request, verbose=0 if args.quiet else 1,
                       warn=lambda reason: print(f"vggcifar: {reason}", file=sys.stderr))
     what = {"seeds": "over seeds", "recipes": "comparison"}.get(request.kind)
     print(f"{what}: {outcome.report}" if what else finished_line(outcome.metrics, outcome.report))
