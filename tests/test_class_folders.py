@@ -379,3 +379,15 @@ def test_training_evaluation_and_resume_read_the_folder_as_the_run_did(tmp_path,
     resumed, fresh = load_source(plan.source), load_dataset(root, test_share=0.34)
     assert np.array_equal(resumed.x_test, fresh.x_test) and np.array_equal(resumed.y_train, fresh.y_train)
     assert len(resumed.y_test) == 12 and len(load_dataset(root).y_test) == 6  # the default share, 0.2, differs
+
+
+def test_the_python_api_reads_a_folder_as_the_command_line_does(tmp_path):
+    import vggcifar
+
+    root = tmp_path / "api"
+    _split_folder(root / "all", classes=("a", "b", "c"), train=5, test=0)
+    (x_train, y_train), (x_test, y_test) = data = vggcifar.load_data(data=root / "all" / "train",
+                                                                     data_test_share=0.4)
+    assert data.class_names == ["a", "b", "c"] and y_test.shape == (6, 1) and x_train.shape == (9, 32, 32, 3)
+    expected = load_dataset(root / "all" / "train", test_share=0.4)
+    assert np.array_equal(x_test, expected.x_test) and np.array_equal(y_train[:, 0], expected.y_train)
