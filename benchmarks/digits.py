@@ -1,4 +1,4 @@
-"""Real images for calibrating the recipes offline: scikit-learn's handwritten digits as a small CIFAR archive, plain or made hard.
+"""Real images for calibrating the recipes offline: scikit-learn's handwritten digits as a small CIFAR archive or PNG class folders, plain or made hard.
 
 ``sklearn.datasets.load_digits`` ships with scikit-learn (no download): 1,797
 scanned handwritten digits, 8x8 greyscale with 17 grey levels (0-16), ten
@@ -17,6 +17,10 @@ colour at least MIN_CONTRAST from it (``colour-on-colour``), with Gaussian
 noise on top (``hard_digits``)::
 
     PYTHONPATH=src python benchmarks/digits.py /tmp/digits-colour.tar.gz --variant colour
+
+``--class-folders`` writes the same pictures as PNG files instead, one folder
+of class folders (``train/<k>-<name>/`` and ``test/<k>-<name>/``, the digit
+first so that the folders sort in label order), read with the same ``--data``.
 
 The same scikit-learn, NumPy and Pillow give the same images; the script
 prints the sha256 of the images and labels (the archive's own bytes hold a
@@ -111,19 +115,36 @@ def content_sha256(*arrays: np.ndarray) -> str:
     return content.hexdigest()
 
 
+def write_class_folders(root: Path, x_train, y_train, x_test, y_test) -> Path:
+    """Each picture as ``root/<split>/<k>-<name>/<split>-<index>.png``; the folder."""
+    from PIL import Image
+
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        for i, (image, label) in enumerate(zip(x, y)):
+            folder = root / split / f"{label}-{CLASS_NAMES[label]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{split}-{i:04d}.png")
+    return root
+
+
 def main() -> None:
     from vggcifar import fixtures
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", help="where to write: an archive (.tar.gz), or a folder with --extracted")
     p.add_argument("--extracted", action="store_true", help="write the extracted folder, not an archive")
+    p.add_argument("--class-folders", action="store_true",
+                   help="write PNG files in train/ and test/ class folders, not an archive")
     p.add_argument("--seed", type=int, default=SEED, help=f"seed of the train/test split (default: {SEED})")
     p.add_argument("--variant", choices=VARIANTS, default="plain", help="plain: grey on black (default); colour: "
                    "each stroke in a random colour on black; colour-on-colour: on a random colour; both with noise")
     args = p.parse_args()
     x_train, y_train, x_test, y_test = digit_images(args.seed, variant=args.variant)
-    out = fixtures.write_archive(Path(args.out), x_train, y_train, x_test, y_test, class_names=CLASS_NAMES,
-                                 extracted=args.extracted)
+    if args.class_folders:
+        out = write_class_folders(Path(args.out), x_train, y_train, x_test, y_test)
+    else:
+        out = fixtures.write_archive(Path(args.out), x_train, y_train, x_test, y_test, class_names=CLASS_NAMES,
+                                     extracted=args.extracted)
     print(f"{out}: {len(x_train)} train + {len(x_test)} test images of {len(CLASS_NAMES)} digits, {args.variant}")
     print(f"images and labels sha256 {content_sha256(x_train, y_train, x_test, y_test)}")
 
