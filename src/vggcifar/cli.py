@@ -492,10 +492,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vggcifar.evaluate import evaluate_path
 
     metrics, out = evaluate_path(args.target, **data_record(args), limit_test=args.limit_test, out_dir=args.out,
-                                 tta=args.tta)
+                                 tta=args.tta, precision=args.precision)
     how = "" if args.tta == "none" else f" with {args.tta} test-time augmentation"
-    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% on {metrics['images']} images{how}; "
-          f"files in {out}")
+    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% on {metrics['images']} images{how}, "
+          f"computed in {metrics['precision']}; files in {out}")
     return 0
 
 
@@ -504,7 +504,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from vggcifar.predict import predict_files
 
-    results = predict_files(args.model, args.images, top=args.top_k)
+    results = predict_files(args.model, args.images, top=args.top_k, precision=args.precision)
     if args.json:
         print(json.dumps(results, indent=2, allow_nan=False))
     else:
@@ -630,7 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     p.set_defaults(func=_cmd_recipes)
 
-    from vggcifar.inference import TTA_MODES
+    from vggcifar.inference import PRECISIONS, TTA_MODES
+
+    precision_help = ("what the model computes in: auto is bfloat16 where this machine computes in it (a GPU "
+                      "with bfloat16 tensor cores, a CPU with AMX or AVX512 bfloat16), else float32; the saved "
+                      "model is float32 either way (default: auto)")
 
     p = sub.add_parser("evaluate", help="metrics and pictures for a saved model")
     p.add_argument("target", metavar="RUN_DIR|MODEL.keras")
@@ -641,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", choices=TTA_MODES, default="none",
                    help="test-time augmentation: flip averages the softmax of each image and its mirror "
                         "(default: none)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=precision_help)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify PNG or JPEG pictures with a saved model")
@@ -648,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files, any size")
     p.add_argument("--top-k", type=_positive_int, default=3, help="classes to show per picture (default: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON list, an entry per picture")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=precision_help)
     p.set_defaults(func=_cmd_predict)
 
     _add_data_command(sub)

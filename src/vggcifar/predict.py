@@ -34,15 +34,16 @@ def run_class_names(model_path, num_classes: int) -> list[str] | None:
     return None
 
 
-def predict_files(model_path, paths: Sequence, *, top: int = 3) -> list[dict]:
+def predict_files(model_path, paths: Sequence, *, top: int = 3, precision: str = "auto") -> list[dict]:
     """One result per path, in order: ``{"path", "top_k": [{"class", "label",
     "probability"}, ...]}`` or ``{"path", "error"}`` for a file that is not a
-    usable picture. A model that cannot be used raises ``ValueError``."""
+    usable picture; the model computes in ``precision``
+    (vggcifar.inference.PRECISIONS). A model that cannot be used raises ``ValueError``."""
     from vggcifar.data import class_names_for
     from vggcifar.inference import load_model, model_input_size, model_probs
     from vggcifar.images import ImageError, read_image, to_model_input
 
-    model = load_model(model_path)
+    model = load_model(model_path, precision)
     size = model_input_size(model, model_path)
     num_classes = int(model.output_shape[-1])
     if not isinstance(top, int) or top < 1 or top > num_classes:

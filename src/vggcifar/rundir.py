@@ -121,8 +121,13 @@ class ResultDir:
         fsutil.write_text(self.confusion_csv, buf.getvalue())
 
     def save_model(self, model) -> None:
+        """model.keras, every layer in float32 whatever precision the model
+        trained in: it loads and computes alike on any machine, with no
+        vggcifar (``inference.load_model`` picks the precision it runs in)."""
+        from vggcifar.model import with_dtype_policy
+
         with fsutil.atomic_path(self.model, suffix=".keras") as tmp:
-            model.save(tmp)
+            with_dtype_policy(model, "float32").save(tmp)
 
 
 class RunDir(ResultDir):
