@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vggcifar"
 FLOORS = {
     "cli": 6, "__main__": 6,
     "experiment": 5, "bench": 5, "seeds": 5,
-    "train": 4, "evaluate": 4, "predict": 4, "report": 4,
+    "train": 4, "evaluate": 4, "predict": 4, "report": 4, "export": 4,
     "inference": 3, "checkpoint": 3, "progress": 3, "plots": 3, "steps": 3, "liveview": 3,
     "model": 2, "data": 2, "cifarfiles": 2, "download": 2, "rundir": 2, "backend": 2, "config": 2,
     "table": 2, "images": 2, "fixtures": 2, "budget": 2,

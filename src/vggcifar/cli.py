@@ -23,6 +23,8 @@ STATUS_INTERRUPTED = 1  # a step budget ran out (not reachable from the command 
 #: Training on several processes: another process was lost. sysexits.h's
 #: EX_TEMPFAIL ("a later try may succeed"): --resume on every process continues.
 STATUS_LOST_PROCESS = 75
+#: The packages of the Keras backends, each installed by the extra of its name (pyproject.toml).
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def exit_status(stop) -> int:
@@ -519,6 +521,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return STATUS_BAD_INPUT if failed else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from vggcifar.export import FORMATS, export_model
+
+    done = export_model(args.target, args.format, args.output, input_dtype=args.input_dtype,
+                        check=not args.no_check)
+    print(f"exported {FORMATS[done.format].what} to {done.path} ({done.bytes / 1024:,.0f} KB), float32, taking "
+          f"{done.input_dtype} pixels 0-255 of shape (N, 32, 32, 3)")
+    if done.checked:
+        print(f"checked in {FORMATS[done.format].runtime}: the same class as the Keras model on {done.checked} "
+              f"pictures, the largest probability difference {done.max_difference:.1g}")
+    else:
+        print(f"not checked in its runtime: {done.not_checked}")
+    return 0
+
+
 def _cmd_recipes(args: argparse.Namespace) -> int:
     import json
 
@@ -656,6 +673,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=precision_help)
     p.set_defaults(func=_cmd_predict)
 
+    from vggcifar.export import FORMATS, INPUT_DTYPES
+
+    p = sub.add_parser("export", help="write a saved model as ONNX, LiteRT (TFLite) or a TensorFlow SavedModel, "
+                       "checked in its own runtime")
+    p.add_argument("target", metavar="RUN_DIR|MODEL.keras", help="a run folder (its model.keras) or a .keras file")
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="onnx (a .onnx file), tflite (a .tflite file) or saved_model (a folder)")
+    p.add_argument("--output", required=True, metavar="PATH", help="the file or folder to write")
+    p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="uint8",
+                   help="what the exported model takes: pixels 0-255 as uint8, as model.keras, or as float32 "
+                        "(default: uint8)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip running the export in its runtime against the Keras model (default: checked on "
+                        "16 pictures where the runtime is installed)")
+    p.set_defaults(func=_cmd_export)
+
     _add_data_command(sub)
     _add_bench_parser(sub)
     return parser
@@ -682,6 +715,13 @@ def _main(argv: list[str] | None) -> int:
             return _error_status(exc)
     try:
         return args.func(args)
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if package not in KERAS_BACKENDS:
+            raise
+        print(f"vggcifar: error: Keras' {package} backend is not installed: pip install -e '.[{package}]' "
+              "(or another backend's extra: tensorflow, the CPU default; jax; torch)", file=sys.stderr)
+        return STATUS_BAD_INPUT
     except (UsageError, ValueError, OSError) as exc:
         return _error_status(exc)
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vggcifar.inference import load_model, predict_tta
-from vggcifar.rundir import ResultDir, RunDir
+from vggcifar.rundir import ResultDir, RunDir, model_file
 
 
 def write_results(folder: ResultDir, metrics: dict, *, synthetic: bool, images) -> None:
@@ -44,9 +44,7 @@ def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, lim
     epoch = None
     if target.is_dir():
         run = RunDir(target)
-        model_path = run.model
-        if not model_path.exists():
-            raise ValueError(f"{target} holds no {model_path.name}: it is not a finished run folder")
+        model_path = model_file(target)
         if data is None and dataset is None:
             source = {**run.read_run().get("data", {}), **{k: v for k, v in source.items() if v is not None}}
         if limit_test is None:

@@ -53,6 +53,17 @@ def read_json_or_empty(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def model_file(target) -> Path:
+    """The model a command is given: a run folder's model.keras, or the file itself."""
+    target = Path(target)
+    if not target.is_dir():
+        return target
+    model = ResultDir(target).model
+    if not model.exists():
+        raise ValueError(f"{target} holds no {model.name}: it is not a finished run folder")
+    return model
+
+
 class ResultDir:
     """One evaluation's files: a milestone folder, the top of a run folder,
     or what `vggcifar evaluate` writes."""
