@@ -181,3 +181,31 @@ def test_experiment_milestones_follow_epochs():
     assert default_milestones(150) == [10, 20, 50, 100, 150]
     args = build_parser().parse_args(["experiment", "--epochs", "4"])
     assert args.milestones is None  # resolved from --epochs when the command runs
+
+
+def test_every_option_of_every_command_has_help():
+    # The parser walked whole: every command and action, every option and
+    # positional argument says what it is in `--help`.
+    import argparse
+
+    from vggcifar.cli import build_parser
+
+    missing, seen = [], 0
+
+    def walk(parser, path):
+        nonlocal seen
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    if not (choice.help or "").strip():
+                        missing.append(f"{path} {choice.dest}")
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+                continue
+            seen += 1
+            if action.help in (None, argparse.SUPPRESS) or not action.help.strip():
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "vggcifar")
+    assert not missing, missing
+    assert seen > 100  # the walk reached every command's options

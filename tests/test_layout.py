@@ -150,3 +150,28 @@ def test_commands_that_build_no_model_import_no_backend(tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.startswith("STATUS")]
     assert lines == [f"STATUS {argv[0]} 0 KERAS False" for argv in commands], out.stderr[-2000:]
     assert "CONTROL True" in out.stderr
+
+
+def test_a_wrong_recipe_or_setting_is_refused_before_keras_is_imported():
+    # Each refused in one line with status 2, keras never imported; the
+    # control: a right one goes on to import it (and is stopped there, its
+    # data folder missing).
+    bad = [["train", "--recipe", "foo"], ["experiment", "--recipe", "spec,foo", "--epochs", "2"],
+           ["train", "--set", "width=-1"], ["train", "--set", "colour=red"],
+           ["experiment", "--seeds", "0,1", "--set", "batch_size=0"], ["train", "--recipe", "spec-he", "--lr", "-1"]]
+    code = (
+        "import sys\n"
+        "from vggcifar.cli import main\n"
+        f"for argv in {bad!r}:\n"
+        "    status = main(argv)\n"
+        "    print('STATUS', argv[0], status, 'KERAS', 'keras' in sys.modules, file=sys.stderr)\n"
+        "main(['train', '--data', 'no-such-folder', '--epochs', '1'])\n"
+        "print('CONTROL', 'keras' in sys.modules, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    statuses = [line for line in out.stderr.splitlines() if line.startswith("STATUS")]
+    assert statuses == [f"STATUS {argv[0]} 2 KERAS False" for argv in bad], out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("vggcifar: error:")]
+    assert errors[0] == "vggcifar: error: Unknown recipe. Expected one of spec, spec-he, vgg16-bn. Received: recipe='foo'"
+    assert "Received: width=-1" in errors[2] and "Unknown config key 'colour'" in errors[3]
+    assert "CONTROL True" in out.stderr

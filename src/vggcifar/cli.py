@@ -175,7 +175,7 @@ def _add_data_command(sub) -> None:
     info.add_argument("--dataset", choices=DATASETS, default="cifar10", help="without PATH (default: cifar10)")
     info.set_defaults(func=_cmd_data_info)
     verify = actions.add_parser("verify", help="check an archive or folder fully; exit 0, or 2 with the reason")
-    verify.add_argument("path", metavar="PATH")
+    verify.add_argument("path", metavar="PATH", help="a CIFAR archive (.tar.gz) or its extracted folder")
     verify.add_argument("--official", action="store_true", help="also require the official archive's bytes")
     verify.add_argument("--sha256", metavar="HEX", help="also require this sha256 of the archive")
     verify.set_defaults(func=_cmd_data_verify)
@@ -303,19 +303,29 @@ def _await_verdict(reason: str) -> int:
     return STATUS_LOST_PROCESS
 
 
+def _recipe_defaults(key: str) -> str:
+    """Each recipe's value of ``key``, for a help text: "spec 100, spec-he 60, ..."."""
+    from vggcifar.config import RECIPES, TrainConfig
+
+    return ", ".join(f"{name} {values.get(key, getattr(TrainConfig, key))}" for name, values in RECIPES.items())
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from vggcifar.config import PRECISIONS, RECIPES
+    from vggcifar.config import FIELDS, PRECISIONS, RECIPES, TrainConfig
 
     add_data_options(p)
     p.add_argument("--recipe", default=None, help=f"training recipe: {', '.join(RECIPES)} (default: spec); "
                    "experiment: several, comma-separated, are run side by side and compared")
-    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--epochs", type=_positive_int,
+                   help=f"passes over the training images (default: the recipe's: {_recipe_defaults('epochs')}; "
+                        "experiment: the last milestone)")
     p.add_argument("--batch-size", type=_positive_int,
                    help="images per step (default: the recipe's); the learning recipes scale their lr to it linearly")
     p.add_argument("--lr", type=float, help="peak learning rate, used as given at any batch size "
                    "(default: the recipe's, scaled to --batch-size; see `vggcifar recipes`)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--seed", type=int, help=f"{FIELDS['seed']['doc']} (default: {TrainConfig.seed})")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help=f"{FIELDS['precision']['doc']} (default: the recipe's: {_recipe_defaults('precision')})")
     p.add_argument("--run-dir", help="folder for everything the run writes (default: runs/RECIPE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     p.add_argument("--limit-train", type=_positive_int, help="train on the first N images only")
@@ -408,19 +418,29 @@ def _train(plan, quiet: bool) -> int:
     return 0
 
 
+def _check_settings(args: argparse.Namespace, recipes: list[str]) -> None:
+    """Refuse a wrong recipe or setting before Keras is imported (seconds with
+    TensorFlow): each recipe's config is made once here, from the options alone."""
+    if not args.resume:
+        for recipe in recipes:
+            _train_config(args, recipe)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    _check_settings(args, [args.recipe or "spec"])
     _initialize_hosts(args)
     return _train(_plan(args), args.quiet)
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    recipes = [r.strip() for r in (args.recipe or "spec").split(",") if r.strip()]
+    _check_settings(args, recipes)
     from vggcifar import experiment
 
     if args.milestones is None:
         args.milestones = experiment.default_milestones(args.epochs)
     if not args.resume and args.epochs is None:
         args.epochs = args.milestones[-1]
-    recipes = [r.strip() for r in (args.recipe or "spec").split(",") if r.strip()]
     _initialize_hosts(args)
     if args.seeds is not None:
         return _over_seeds(args, recipes)
@@ -654,7 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "model is float32 either way (default: auto)")
 
     p = sub.add_parser("evaluate", help="metrics and pictures for a saved model")
-    p.add_argument("target", metavar="RUN_DIR|MODEL.keras")
+    p.add_argument("target", metavar="RUN_DIR|MODEL.keras",
+                   help="a run folder (tested on the data it trained on, unless --data or --dataset) or a .keras file")
     add_data_options(p)
     p.add_argument("--limit-test", type=_positive_int, help="the first N test images only")
     p.add_argument("--out", help="folder for the results (default: RUN_DIR/evaluation or MODEL-evaluation, "
