@@ -209,3 +209,25 @@ def test_every_option_of_every_command_has_help():
     walk(build_parser(), "vggcifar")
     assert not missing, missing
     assert seen > 100  # the walk reached every command's options
+
+
+def test_make_demo_is_long_enough_to_learn():
+    # The demo's options as the Makefile gives them, through the parser: the
+    # run's short-run check finds it long enough (it measured 90-97% in about
+    # a minute of training on 2 cores, seeds 0-2).
+    import shlex
+    from pathlib import Path
+
+    from vggcifar import budget
+    from vggcifar.cli import _train_config, build_parser
+    from vggcifar.config import trained_images
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text().replace("\\\n", " ")
+    line = next(line for line in makefile.splitlines() if line.startswith("DEMO_ARGS :="))
+    args = build_parser().parse_args(["experiment", *shlex.split(line.split(":=", 1)[1])])
+    config = _train_config(args)
+    assert args.dataset == "synthetic" and config.recipe != "spec"  # offline, and a recipe that learns
+    images = trained_images(config, config.limit_train)
+    assert budget.short_run(config, images) is None
+    assert budget.step_budget(config, images).steps >= budget.MIN_STEPS
+    assert "$(DEMO_ARGS)" in makefile[makefile.index("\ndemo:"):]
