@@ -117,8 +117,19 @@ def test_the_command_checks_the_artifact_in_its_runtime(model_path, tmp_path, ca
     assert main(["export", str(model_path), "--format", "tflite", "--output", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"exported LiteRT (TFLite) to {out} (") and "taking uint8 pixels 0-255" in lines[0]
-    assert lines[1].startswith("checked in ai_edge_litert: the same class as the Keras model on 16 pictures")
+    assert lines[1].startswith("checked in the LiteRT interpreter: the same class as the Keras model on 16 pictures")
     assert out.stat().st_size > 10_000
+
+
+def test_without_its_runtime_the_artifact_is_written_unchecked(model_path, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert main(["export", str(model_path), "--format", "onnx", "--output", str(tmp_path / "m.onnx")]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == ("not checked in its runtime: onnxruntime is not installed "
+                                                       "(pip install -e '.[export]')")
+    assert (tmp_path / "m.onnx").stat().st_size > 10_000
 
 
 def test_an_artifact_that_disagrees_is_not_kept(model_path, tmp_path, monkeypatch, capsys):

@@ -172,6 +172,7 @@ def test_a_wrong_recipe_or_setting_is_refused_before_keras_is_imported():
     statuses = [line for line in out.stderr.splitlines() if line.startswith("STATUS")]
     assert statuses == [f"STATUS {argv[0]} 2 KERAS False" for argv in bad], out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("vggcifar: error:")]
-    assert errors[0] == "vggcifar: error: Unknown recipe. Expected one of spec, spec-he, vgg16-bn. Received: recipe='foo'"
+    assert errors[0] == ("vggcifar: error: Unknown recipe. Expected one of spec, spec-he, vgg16-bn. "
+                         "Received: recipe='foo'")
     assert "Received: width=-1" in errors[2] and "Unknown config key 'colour'" in errors[3]
     assert "CONTROL True" in out.stderr

@@ -25,13 +25,15 @@ class Format:
     keras_name: str  # model.export's format=
     what: str  # in messages
     suffix: str  # the file name's ending; "" for a folder
-    runtime: str  # the module the artifact is checked in
+    runtime: str  # what the artifact is checked in, in messages
+    modules: tuple[str, ...]  # any of these runs it (run_artifact)
 
 
 FORMATS = {
-    "onnx": Format("onnx", "ONNX", ".onnx", "onnxruntime"),
-    "tflite": Format("litert", "LiteRT (TFLite)", ".tflite", "ai_edge_litert"),
-    "saved_model": Format("tf_saved_model", "TensorFlow SavedModel", "", "tensorflow"),
+    "onnx": Format("onnx", "ONNX", ".onnx", "onnxruntime", ("onnxruntime",)),
+    "tflite": Format("litert", "LiteRT (TFLite)", ".tflite", "the LiteRT interpreter",
+                     ("ai_edge_litert", "tensorflow")),  # tf.lite's interpreter where LiteRT's package is missing
+    "saved_model": Format("tf_saved_model", "TensorFlow SavedModel", "", "tf.saved_model", ("tensorflow",)),
 }
 #: The pip extra that installs the converters and runtimes of the TensorFlow backend.
 EXPORT_EXTRA = "pip install -e '.[export]'"
@@ -138,10 +140,10 @@ def run_artifact(path, fmt: str, x: np.ndarray) -> np.ndarray:
 
 def runtime_missing(fmt: str) -> str | None:
     """Why an artifact of ``fmt`` cannot be run here (its runtime is not installed), or None."""
-    modules = {"tflite": ("ai_edge_litert", "tensorflow")}.get(fmt, (FORMATS[fmt].runtime,))
+    modules = FORMATS[fmt].modules
     if any(importlib.util.find_spec(m) is not None for m in modules):
         return None
-    return f"{FORMATS[fmt].runtime} is not installed ({EXPORT_EXTRA})"
+    return f"{modules[0]} is not installed ({EXPORT_EXTRA})"
 
 
 def compare(expected: np.ndarray, got: np.ndarray) -> float:
@@ -176,12 +178,10 @@ def export_model(target, fmt: str, output, *, input_dtype: str = "uint8", check:
     output = output_path(fmt, output)
     source = model_file(target)
     model = with_dtype_policy(load_model(source, "float32"), "float32", input_dtype=input_dtype)
-    not_checked = None if check else "not asked"
     # Called once in any case: Keras' ONNX export refuses a model never called.
     x = check_pictures(model).astype(input_dtype)
     expected = np.asarray(predict_probs(model, x), np.float64)
-    if check:
-        not_checked = runtime_missing(fmt)
+    not_checked = runtime_missing(fmt) if check else "not asked"
     diff = None
     spec = FORMATS[fmt]
     place = fsutil.atomic_path(output, suffix=spec.suffix) if spec.suffix else fsutil.atomic_dir(output)
