@@ -121,17 +121,6 @@ def test_the_command_checks_the_artifact_in_its_runtime(model_path, tmp_path, ca
     assert out.stat().st_size > 10_000
 
 
-def test_without_its_runtime_the_artifact_is_written_unchecked(model_path, tmp_path, monkeypatch, capsys):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    assert main(["export", str(model_path), "--format", "onnx", "--output", str(tmp_path / "m.onnx")]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == ("not checked in its runtime: onnxruntime is not installed "
-                                                       "(pip install -e '.[export]')")
-    assert (tmp_path / "m.onnx").stat().st_size > 10_000
-
-
 def test_an_artifact_that_disagrees_is_not_kept(model_path, tmp_path, monkeypatch, capsys):
     from vggcifar import export
 
@@ -190,10 +179,15 @@ def test_an_output_of_the_wrong_kind_is_refused_before_exporting(model_path, tmp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_run_folder_exports_its_model(model_path, tmp_path, capsys):
-    # The fixture's folder is a result folder with model.keras in it.
-    assert main(["export", str(model_path.parent), "--format", "onnx", "--output", str(tmp_path / "r.onnx"),
-                 "--no-check"]) == 0
-    assert "not checked in its runtime: not asked" in capsys.readouterr().out
+def test_a_run_folder_exports_its_model_unchecked_without_the_runtime(model_path, tmp_path, monkeypatch, capsys):
+    # The fixture's folder holds model.keras as a run folder does.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert main(["export", str(model_path.parent), "--format", "onnx", "--output", str(tmp_path / "r.onnx")]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == ("not checked in its runtime: onnxruntime is not installed "
+                                                       "(pip install -e '.[export]')")
+    assert (tmp_path / "r.onnx").stat().st_size > 10_000
     assert main(["export", str(tmp_path), "--format", "onnx", "--output", str(tmp_path / "x.onnx")]) == 2
     assert "holds no model.keras: it is not a finished run folder" in capsys.readouterr().err
