@@ -1,3 +1,4 @@
+import sys
 import time
 from pathlib import Path
 
@@ -89,6 +90,16 @@ def hold_lock(folder):
 
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def float32_policy_after_each_test():
+    """Each test starts under Keras' default float32 policy: a run sets the
+    process-wide dtype policy to its precision (vggcifar.backend.set_precision)
+    and leaves it, and a model built after it would compute in that one."""
+    yield
+    if "keras" in sys.modules:
+        sys.modules["keras"].config.set_dtype_policy("float32")
 
 
 @pytest.fixture(scope="session")
