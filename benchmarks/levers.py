@@ -101,7 +101,7 @@ def main(argv=None) -> int:
 
     from vggcifar import backend, bench
     from vggcifar import steps as steps_module
-    from vggcifar import train as T
+    from vggcifar import loop as T
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
 

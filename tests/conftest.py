@@ -1,4 +1,3 @@
-import sys
 import time
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def after_each_call(monkeypatch, hook) -> dict:
     """Run ``hook(n, train_model, losses)`` after the n-th call (from 1) of every
     training runner made from now on; what it returns is the call's losses.
     Faults are injected here, where the loop reads the steps' results."""
-    from vggcifar import train as T
+    from vggcifar import loop as T
 
     calls = {"n": 0}
     real = T.make_runner
@@ -90,16 +89,6 @@ def hold_lock(folder):
 
 
 import pytest  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def float32_policy_after_each_test():
-    """Each test starts under Keras' default float32 policy: a run sets the
-    process-wide dtype policy to its precision (vggcifar.backend.set_precision)
-    and leaves it, and a model built after it would compute in that one."""
-    yield
-    if "keras" in sys.modules:
-        sys.modules["keras"].config.set_dtype_policy("float32")
 
 
 @pytest.fixture(scope="session")

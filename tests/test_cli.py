@@ -172,7 +172,7 @@ def test_every_test_the_guarantees_cite_exists():
 
 def test_experiment_milestones_follow_epochs():
     from vggcifar.cli import build_parser
-    from vggcifar.experiment import default_milestones
+    from vggcifar.request import default_milestones
 
     assert default_milestones(None) == [10, 20, 50, 100]
     assert default_milestones(4) == [4]
@@ -219,13 +219,13 @@ def test_make_demo_is_long_enough_to_learn():
     from pathlib import Path
 
     from vggcifar import budget
-    from vggcifar.cli import _train_config, build_parser
+    from vggcifar.cli import _request, build_parser
     from vggcifar.config import trained_images
 
     makefile = (Path(__file__).parents[1] / "Makefile").read_text().replace("\\\n", " ")
     line = next(line for line in makefile.splitlines() if line.startswith("DEMO_ARGS :="))
     args = build_parser().parse_args(["experiment", *shlex.split(line.split(":=", 1)[1])])
-    config = _train_config(args)
+    config = _request(args).config()
     assert args.dataset == "synthetic" and config.recipe != "spec"  # offline, and a recipe that learns
     images = trained_images(config, config.limit_train)
     assert budget.short_run(config, images) is None

@@ -35,16 +35,11 @@ print(json.dumps({"backend": keras.backend.backend(),
 @pytest.fixture(scope="module")
 def bf16_run(tmp_path_factory):
     """A tiny run trained in mixed bfloat16, and test pictures."""
-    import keras
-
     root = tmp_path_factory.mktemp("bf16")
     run = root / "run"
-    try:
-        assert main(["train", "--dataset", "synthetic", "--limit-train", "96", "--limit-test", "32", "--epochs", "1",
-                     "--batch-size", "32", "--precision", "mixed_bfloat16", "--quiet", "--run-dir", str(run),
-                     *TINY_ARGS]) == 0
-    finally:
-        keras.config.set_dtype_policy("float32")  # the run set the process-wide policy
+    assert main(["train", "--dataset", "synthetic", "--limit-train", "96", "--limit-test", "32", "--epochs", "1",
+                 "--batch-size", "32", "--precision", "mixed_bfloat16", "--quiet", "--run-dir", str(run),
+                 *TINY_ARGS]) == 0
     assert json.loads((run / "config.json").read_text())["precision"] == "mixed_bfloat16"
     pictures = root / "x.npy"
     np.save(pictures, load_synthetic(1, 8, seed=3).x_test)
