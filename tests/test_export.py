@@ -60,13 +60,24 @@ def model_path(tmp_path_factory):
     from vggcifar.model import build_vgg
     from vggcifar.rundir import ResultDir
 
+    keras.utils.set_random_seed(0)  # the initial weights (build_vgg's seed is its dropout's)
     model = build_vgg("vgg16", width=0.0625, dense_units=16, rescale=1 / 255, input_layout="channels_last", seed=0)
     data = load_synthetic(400, 1, seed=9)
     features = keras.Model(model.inputs, model.get_layer("fc2_relu").output).predict(data.x_train, verbose=0)
-    design = np.hstack([features, np.ones((len(features), 1))])
-    targets = 20 * (np.eye(10)[data.y_train] - 0.1)  # logits
-    solution = np.linalg.lstsq(design, targets, rcond=None)[0].astype(np.float32)
-    model.get_layer("predictions").set_weights([solution[:-1], solution[-1]])
+    # Ridge regression on the standardised live features: an untrained deep
+    # network's features are tiny and nearly collinear, and a plain least
+    # squares fit of them takes weights of 1e4-1e7, which turn the runtimes'
+    # float32 rounding into differences of whole probabilities.
+    features = features.astype(np.float64)
+    live = features.std(0) > 1e-9
+    mean, scale = features[:, live].mean(0), features[:, live].std(0)
+    design = np.hstack([(features[:, live] - mean) / scale, np.ones((len(features), 1))])
+    targets = 8 * (np.eye(10)[data.y_train] - 0.1)  # logits
+    solution = np.linalg.solve(design.T @ design + np.eye(design.shape[1]), design.T @ targets)
+    kernel = np.zeros((features.shape[1], 10))
+    kernel[live] = solution[:-1] / scale[:, None]
+    bias = solution[-1] - (mean / scale) @ solution[:-1]
+    model.get_layer("predictions").set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
     folder = ResultDir(tmp_path_factory.mktemp("export"))
     folder.save_model(model)
     return folder.model
