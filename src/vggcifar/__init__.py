@@ -43,6 +43,10 @@ def default_backend() -> tuple[str, str]:
     """(the backend this machine defaults to, why)."""
     if _has_nvidia_gpu() and _has_jax_cuda():
         return GPU_DEFAULT_BACKEND, "the default on a machine with an NVIDIA GPU and JAX's CUDA plugin"
+    if _util.find_spec(DEFAULT_BACKEND) is None:  # the base install holds no backend: the one installed
+        for other in ("jax", "torch"):
+            if _util.find_spec(other) is not None:
+                return other, f"the backend installed ({DEFAULT_BACKEND}, the default, is not)"
     if _has_nvidia_gpu():
         return DEFAULT_BACKEND, "the default (an NVIDIA GPU, but no JAX CUDA plugin: pip install -e '.[gpu]')"
     return DEFAULT_BACKEND, "the default on a machine without an NVIDIA GPU"
