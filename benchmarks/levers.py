@@ -12,8 +12,7 @@ each variant's median images/s, min and max, and its ratio to the first.
 A value ``threads=N`` sets torch's intra-op threads for that variant's steps
 (torch backend only); ``jit_compile=1`` compiles the training step with XLA
 (or torch.compile); ``steps_per_execution=K`` runs K steps a call;
-``train_on_batch=1`` steps through Keras' ``train_on_batch`` instead (the path
-of data-parallel training); ``jax_loop=scan`` makes the K steps one compiled
+``train_on_batch=1`` steps through Keras' ``train_on_batch`` instead; ``jax_loop=scan`` makes the K steps one compiled
 ``lax.scan`` instead of K calls of one compiled step (jax backend only).
 ``plain_pytorch=1`` is not our path at all: VGG-16 written directly in PyTorch
 (``torch.nn``, NCHW, ``channels_last=1`` for NHWC memory), the same uint8
@@ -31,6 +30,26 @@ import resource
 import statistics
 import time
 
+
+
+class BatchRunner:
+    """Keras' own ``train_on_batch``, one step a call: the batch gathered on
+    the host and handed to Keras (the loop this project's runners replaced)."""
+
+    def __init__(self, train_model, x, y, num_classes: int):
+        self.train_model, self.x, self.y, self.num_classes = train_model, x, y, num_classes
+
+    def run(self, rows):
+        import numpy as np
+
+        losses, accuracies = [], []
+        for step_rows in np.asarray(rows):
+            labels = np.zeros((len(step_rows), self.num_classes), np.float32)
+            labels[np.arange(len(step_rows)), self.y[step_rows]] = 1.0
+            logs = self.train_model.train_on_batch(self.x[step_rows], labels, return_dict=True)
+            losses.append(float(logs["loss"]))
+            accuracies.append(float(logs["accuracy"]))
+        return np.asarray(losses, np.float64), np.asarray(accuracies, np.float64)
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -125,9 +144,10 @@ def main(argv=None) -> int:
         if jit:  # the same step, compiled (torch.compile on torch, XLA on tensorflow and jax)
             train_model.compile(optimizer=train_model.optimizer, loss=train_model.loss, metrics=["accuracy"],
                                 jit_compile=True)
-        runner = (steps_module.BatchRunner(train_model, x, y, data.num_classes) if per_batch
-                  else steps_module.make_runner(train_model, x, y, data.num_classes, jax_loop=jax_loop))
         per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
+        runner = (BatchRunner(train_model, x, y, data.num_classes) if per_batch
+                  else steps_module.make_runner(train_model, x, y, data.num_classes, per_call=per_call,
+                                                jax_loop=jax_loop))
         runs.append({"name": name, "config": config, "threads": threads, "runner": runner,
                      "chunks": T.chunks(config.seed, len(x), config.batch_size, per_call), "rates": [], "cpu": []})
 

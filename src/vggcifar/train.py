@@ -25,7 +25,7 @@ from vggcifar.checkpoint import TrainState
 from vggcifar.config import TrainConfig, effective_val_split
 from vggcifar.data import CifarData
 from vggcifar.fsutil import first_line
-from vggcifar.inference import predict_probs
+from vggcifar.inference import on_device, predict_probs
 from vggcifar.metrics import MODE_CHECK_IMAGES, cross_entropy, mode_mismatch
 from vggcifar.model import build_vgg
 from vggcifar.progress import Progress
@@ -128,7 +128,7 @@ def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int):
     """(model, train_model): the saved network, and it behind augmentation,
     compiled with the config's optimizer and loss."""
     precision = backend.set_precision(config.precision)
-    keras.utils.set_random_seed(config.seed)
+    backend.set_random_seed(config.seed)  # no TensorFlow import on another backend
     model = build_model(config, num_classes)
     aug = augmentation_layers(config, config.seed)
     if aug:
@@ -151,9 +151,17 @@ def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int):
     return model, train_model
 
 
+def _learning_rate(optimizer, iterations):
+    with keras.StatelessScope(state_mapping=[(optimizer.iterations, iterations)]):
+        return keras.ops.cast(optimizer.learning_rate, "float32")
+
+
 def current_lr(optimizer) -> float:
+    """The learning rate of the optimizer's next step, computed on the device
+    by one compiled call (its schedule's ops one by one would each send their
+    constants to the device) and read once."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    lr = inner.learning_rate
+    lr = backend.compiled_for(inner, _learning_rate)(inner.iterations.value)
     return float(keras.ops.convert_to_numpy(lr))
 
 
@@ -190,6 +198,17 @@ def batch_indices(perm: np.ndarray, step: int, batch_size: int) -> np.ndarray:
     return np.sort(perm[step * batch_size:(step + 1) * batch_size])
 
 
+def epoch_order(seed: int, epoch: int, images: int, batch_size: int, used: int | None = None) -> np.ndarray:
+    """Every row one epoch trains on, in step order (step s's are
+    ``batch_indices`` of its shuffle), as one int32 array: what a runner puts
+    on the device once an epoch."""
+    used = images if used is None else used
+    perm = epoch_permutation(seed, epoch, images)[:used]
+    full = used // batch_size
+    order = np.sort(perm[:full * batch_size].reshape(full, batch_size), axis=1).reshape(-1)
+    return np.concatenate([order, np.sort(perm[full * batch_size:])]).astype(np.int32)
+
+
 def batches(seed: int, images: int, batch_size: int, *, used: int | None = None, epoch: int = 0, step: int = 0):
     """(epoch, step, rows) of every step from (``epoch``, ``step``) on, without
     end: each epoch a new shuffle of ``images`` rows, of which the first
@@ -203,43 +222,32 @@ def batches(seed: int, images: int, batch_size: int, *, used: int | None = None,
         epoch, step = epoch + 1, 0
 
 
-def process_rows(idx: np.ndarray) -> np.ndarray:
-    """This process's share of a global batch's rows. With one process (one
-    host) that is every row; with several (keras.distribution.initialize), each
-    feeds one contiguous slice and JAX assembles the global batch from them."""
-    count, index = backend.process_slot()
-    return idx if count == 1 else np.array_split(idx, count)[index]
-
-
 def chunks(seed: int, images: int, batch_size: int, per_call: int, *, used: int | None = None, epoch: int = 0,
            step: int = 0):
     """(epoch, first step, rows) of every call from (``epoch``, ``step``) on:
     ``rows`` is a (k, batch) array of the k <= ``per_call`` steps that one call
-    runs. Calls never cross an epoch's end, end at multiples of ``per_call``
-    steps from the epoch's start (so a resumed run makes the same calls), and a
-    short last batch is a call of its own."""
-    steps_per_epoch = count_steps(images if used is None else used, batch_size)
-    pending: list[np.ndarray] = []
-    first = None
-    for e, s, idx in batches(seed, images, batch_size, used=used, epoch=epoch, step=step):
-        if pending and len(idx) != len(pending[0]):  # the short last batch: a call of its own
-            yield e, first, np.stack(pending)
-            pending = []
-        if not pending:
-            first = s
-        pending.append(idx)
-        if s + 1 == steps_per_epoch or (s + 1) % per_call == 0:
-            yield e, first, np.stack(pending)
-            pending = []
+    runs (a ``steps.CallRows``: a view of its epoch's ``epoch_order``). Calls
+    never cross an epoch's end, end at multiples of ``per_call`` steps from the
+    epoch's start (so a resumed run makes the same calls), and a short last
+    batch is a call of its own."""
+    used = images if used is None else used
+    steps_per_epoch = count_steps(used, batch_size)
+    full = used // batch_size  # steps of a whole batch
+    while True:
+        order = epoch_order(seed, epoch, images, batch_size, used)
+        s = step
+        while s < steps_per_epoch:
+            stop = s + 1 if s >= full else min(full, (s // per_call + 1) * per_call)
+            yield epoch, s, steps.CallRows.of(order, s, stop, batch_size)
+            s = stop
+        epoch, step = epoch + 1, 0
 
 
-def make_runner(train_model, x: np.ndarray, y: np.ndarray, num_classes: int, *, devices: int = 1):
-    """What runs the training steps: one compiled call per K steps on one
-    device (vggcifar.steps), Keras' train_on_batch under a data-parallel
-    distribution (several devices or processes)."""
-    if devices > 1 or backend.several_processes():
-        return steps.BatchRunner(train_model, x, y, num_classes, process_rows)
-    return steps.make_runner(train_model, x, y, num_classes)
+def make_runner(train_model, x: np.ndarray, y: np.ndarray, num_classes: int, *, per_call: int = 1):
+    """What runs the training steps: one compiled call per K <= ``per_call``
+    steps (vggcifar.steps), on one device or, inside ``backend.device_scope``,
+    data-parallel on several (of one process or several)."""
+    return steps.make_runner(train_model, x, y, num_classes, per_call=per_call)
 
 
 def check_same_data(x: np.ndarray, y: np.ndarray) -> None:
@@ -260,12 +268,10 @@ def check_same_data(x: np.ndarray, y: np.ndarray) -> None:
 
 def nonfinite_variables(variables) -> list[str]:
     """Paths of the float variables that hold a NaN or an infinity (checked
-    on the device: one scalar per variable crosses to the host)."""
-    bad = []
-    for v in variables:
-        if "float" in str(v.dtype) and not bool(keras.ops.all(keras.ops.isfinite(v.value))):
-            bad.append(v.path)
-    return bad
+    on the device by one compiled reduction; one array of flags is read)."""
+    floats = [v for v in variables if "float" in str(v.dtype)]
+    flags = backend.finite_flags([v.value for v in floats])
+    return [v.path for v, finite in zip(floats, flags) if not finite]
 
 
 # --------------------------------------------------------------------------- #
@@ -333,6 +339,7 @@ def fit(
     ``backend.device_scope``). Under several processes, a collective that
     fails because another process went away raises ``ProcessLost``.
     """
+    backend.configure_process()  # before anything compiles
     devices = backend.resolve_devices(config.devices, config.batch_size)
     with backend.device_scope(devices):
         try:
@@ -357,10 +364,12 @@ class _Loop:
         self.steps_per_epoch = count_steps(self.used, config.batch_size)
         self.model, self.train_model = build_training(config, data.num_classes, self.steps_per_epoch)
         self.per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
-        self.runner = make_runner(self.train_model, self.x, self.y, data.num_classes, devices=devices)
+        self.runner = make_runner(self.train_model, self.x, self.y, data.num_classes, per_call=self.per_call)
         # The fixed sample of the train/inference check: evenly spaced training images.
         rows = np.linspace(0, len(self.x) - 1, min(MODE_CHECK_IMAGES, len(self.x))).astype(np.int64)
         self.x_check, self.y_check = self.x[rows], self.y[rows]
+        # Both predicted after every epoch: put on the device(s) once.
+        self.x_val, self.x_check = on_device(self.x_val), on_device(self.x_check)
         self.progress = Progress(config.epochs, self.steps_per_epoch, batch_size=config.batch_size,
                                  images=self.used, log=log, verbose=verbose)
         self.state = TrainState()
