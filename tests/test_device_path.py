@@ -1,6 +1,6 @@
 """The training path as a GPU would punish it, proven on the CPU with JAX: host
 to device transfers per epoch under JAX's transfer guard, one host read per
-call, compilations counted (a short last batch, a resumed run that finds its
+call, compilations counted (a short last batch, the same run again finding its
 step in the compile cache), no TensorFlow in a JAX run, and the same weights
 on one and two (virtual CPU) devices, K steps a call or one, and through
 Keras' own train_on_batch. Each runs in a child process with KERAS_BACKEND=jax."""
@@ -26,8 +26,11 @@ def run_jax_child(code: str, *args, devices: int = 2, cache=None, timeout: int =
     the JSON it prints after "RESULT " (the child's stderr on failure)."""
     if not _has_jax():
         pytest.skip("jax is not installed (pip install -e '.[test]' installs it)")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    # Virtual devices are threads that meet in each all-reduce; on a busy CPU
+    # one can be late by more than XLA's 40 s before it ends the process.
+    flags = (f"--xla_force_host_platform_device_count={devices} --xla_cpu_collective_call_terminate_timeout_seconds=900"
+             " --xla_cpu_collective_call_warn_stuck_timeout_seconds=300")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags,
            "VGGCIFAR_JAX_CACHE": str(cache) if cache else "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True,
@@ -38,9 +41,11 @@ def run_jax_child(code: str, *args, devices: int = 2, cache=None, timeout: int =
 
 # Counting, in the child: every host-to-device transfer (JAX's transfer guard
 # logs each on descriptor 2, one line per device), every read of a device array
-# by the host (jax.Array._value: what np.asarray, float() and device_get all go
-# through; on a CPU device-to-host copies are not guarded), every XLA
-# compilation with its function's name and whether the persistent cache had it.
+# by the host (jax.Array._value: what jax.device_get, float(), .tolist() and
+# np.asarray go through, but for np.asarray of a single-device array, which
+# numpy reads through the buffer protocol; on a CPU, JAX does not guard
+# device-to-host copies), every XLA compilation with its function's name and
+# whether the persistent cache had it.
 PROBE = r"""
 import json, os, sys
 import jax
@@ -105,24 +110,24 @@ FIT = PROBE + r"""
 from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
 
-folder, epochs, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
-redirect_stderr(os.path.join(folder, "stderr.txt"))
+folder, epochs, again = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "again"
+redirect_stderr(os.path.join(folder, "stderr-again.txt" if again else "stderr.txt"))
 # 168 training images at batch 16: 10 whole batches and a short one of 8 an
 # epoch; at 4 steps a call, 4 calls (4, 4, 2, and the short batch). 32 held out.
 data = load_synthetic(train=200, test=32, seed=4)
 result = {}
-for devices in ([1] if resume else [1, 2]):
+for devices in ([1] if again else [1, 2]):
     calls.clear(); compiles.clear()
     enter(f"{devices} start")
     config = make_config("vgg16-bn", width=0.0625, dense_units=16, model="vgg11", epochs=epochs, batch_size=16,
                          val_split=32, precision="float32", steps_per_execution=4, devices=devices)
     def end(e, devices=devices):
         enter(f"{devices} after epoch {e.epoch}")
-    T.fit(config, data, os.path.join(folder, f"run{devices}"), resume=resume, on_epoch_end=end, verbose=0,
-          log=lambda *_: None)
+    T.fit(config, data, os.path.join(folder, f"run{devices}" + ("-again" if again else "")), on_epoch_end=end,
+          verbose=0, log=lambda *_: None)
     enter(f"{devices} done")
     result[devices] = {"calls": calls[:], "compiles": compiles[:]}
-result["transfers"] = transfers_by_segment(os.path.join(folder, "stderr.txt"))
+result["transfers"] = transfers_by_segment(os.path.join(folder, "stderr-again.txt" if again else "stderr.txt"))
 result["tensorflow_imported"] = "tensorflow" in sys.modules
 print("RESULT " + json.dumps(result))
 """
@@ -131,12 +136,12 @@ print("RESULT " + json.dumps(result))
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """Three epochs on one device, then on two, in one JAX process; and the
-    one-device run resumed for a fourth epoch in a new process (same cache)."""
+    one-device run again in a new process, with the same compile cache."""
     folder = tmp_path_factory.mktemp("fit")
     cache = folder / "jax-cache"
-    first = run_jax_child(FIT, folder, 3, "new", cache=cache)
-    resumed = run_jax_child(FIT, folder, 4, "resume", cache=cache)
-    return first, resumed
+    first = run_jax_child(FIT, folder, 3, "new", cache=cache, timeout=1800)
+    again = run_jax_child(FIT, folder, 3, "again", cache=cache, timeout=1800)
+    return first, again
 
 
 def _per_epoch(result, devices, epoch):
@@ -168,7 +173,7 @@ def test_the_host_reads_once_a_call(fitted, devices):
 
 
 def test_the_step_compiles_once_per_batch_shape_and_nothing_compiles_after_the_first_epoch(fitted):
-    result, resumed = fitted
+    result, again = fitted
     for devices in ("1", "2"):
         compiles = result[devices]["compiles"]
         steps = [c for c in compiles if c["name"] == "jit(step)"]
@@ -176,16 +181,17 @@ def test_the_step_compiles_once_per_batch_shape_and_nothing_compiles_after_the_f
         assert len(steps) == 2, steps
         after_first = [c for c in compiles if "after epoch" in c["segment"]]
         assert after_first == [], after_first
-    # A resumed run in a new process finds both in the compile cache.
-    steps = [c for c in resumed["1"]["compiles"] if c["name"] == "jit(step)"]
+    # The same run in a new process (a resumed one, a second one) finds both in
+    # the compile cache: the step is loaded, not compiled again.
+    steps = [c for c in again["1"]["compiles"] if c["name"] == "jit(step)"]
     assert len(steps) == 2 and all(c["cache_hit"] for c in steps), steps
 
 
 def test_a_jax_run_imports_no_tensorflow(fitted):
-    result, resumed = fitted
-    # Three epochs, checkpoints, validation; the resumed run restores a checkpoint.
+    result, again = fitted
+    # Seeding, building, three epochs of steps, validation and checkpoints.
     assert result["tensorflow_imported"] is False
-    assert resumed["tensorflow_imported"] is False
+    assert again["tensorflow_imported"] is False
 
 
 SEED = r"""
@@ -266,7 +272,8 @@ print("RESULT " + json.dumps({
 
 
 def test_two_devices_train_through_the_same_runner_as_one(tmp_path):
-    result = run_jax_child(RUNNERS, devices=2, cache=tmp_path / "jax-cache")  # the inspection finds the step there
+    # (The inspection's compile finds the step in the cache.)
+    result = run_jax_child(RUNNERS, devices=2, cache=tmp_path / "jax-cache", timeout=1800)
     # On two devices each device's step gathers half a batch (8 of 16 images)
     # from its copy of the set: the data-parallel layout splits it. On one, whole.
     assert result["gathered"]["two-k1"] == [8] and result["gathered"]["one-k1"] == [16]
@@ -383,3 +390,36 @@ def test_xlas_count_of_the_step_is_the_models_work_less_padding_and_the_images_g
     assert abs(ratio - 0.80) <= 0.05, ratio
     assert abs(ratio - oracle) <= 0.01, (ratio, oracle)
     assert cost["bytes_per_image"] > 0
+
+
+RESUME = r"""
+import json, os, sys
+import numpy as np
+from vggcifar import train as T
+from vggcifar.config import make_config
+from vggcifar.data import load_synthetic
+from vggcifar.rundir import RunDir
+
+folder = sys.argv[1]
+data = load_synthetic(train=200, test=16, seed=4)
+config = make_config("vgg16-bn", width=0.0625, dense_units=16, model="vgg11", epochs=2, batch_size=16, val_split=0,
+                     precision="float32", steps_per_execution=4, checkpoint_minutes=1e-5)
+quiet = dict(verbose=0, log=lambda *_: None)
+T.fit(config, data, os.path.join(folder, "full"), **quiet)
+for steps in (6, 9):  # stops mid-call, then in the next epoch after its short batch
+    try:
+        T.fit(config, data, os.path.join(folder, "parts"), resume=steps == 9, max_steps=steps, **quiet)
+    except T.Interrupted:
+        pass
+T.fit(config, data, os.path.join(folder, "parts"), resume=True, **quiet)
+def final(name):
+    with np.load(RunDir(os.path.join(folder, name)).list_checkpoints()[-1] / "variables.npz") as z:
+        return [z[k] for k in sorted(z.files)]
+same = all(np.array_equal(a, b) for a, b in zip(final("full"), final("parts")))
+print("RESULT " + json.dumps({"bit_identical": same, "arrays": len(final("full"))}))
+"""
+
+
+def test_a_resumed_jax_run_on_the_cpu_is_bit_identical(tmp_path):
+    result = run_jax_child(RESUME, tmp_path, devices=1, timeout=1800)
+    assert result["arrays"] > 0 and result["bit_identical"]

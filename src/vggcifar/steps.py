@@ -148,6 +148,7 @@ class _JaxRunner:
         self._empty = jax.jit(lambda n: jnp.zeros((n, 2), jnp.float32), static_argnums=0, out_shardings=replicated)
         self._record = self._empty(max(RECORD_STEPS, per_call))
         self._order = self._order_host = None
+        self._device_get = jax.device_get
         self._next_first = -1
 
     def _groups(self):
@@ -192,7 +193,9 @@ class _JaxRunner:
             for variable, value in zip(group, values):
                 variable.assign(value)
         self._position, _, self._record = carry
-        record = np.asarray(self._record)[:k]  # the host's one wait, one read
+        # The host's one wait and one read, explicit: with JAX's transfer guard
+        # for device-to-host set to "disallow", any other read would raise.
+        record = self._device_get(self._record)[:k]
         return record[:, 0].astype(np.float64), record[:, 1].astype(np.float64)
 
 
