@@ -29,7 +29,9 @@ demo: setup
 		--milestones 3 --epochs 3 --set width=0.25 --set dense_units=256 --set val_split=500 --quiet --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 # Two test processes, each module whole in one of them (its fixtures built
-# once); TEST_ARGS="-n 0" runs the suite in this process.
+# once); TEST_ARGS="-n 0" runs the suite in this process, and
+# TEST_ARGS='-n 2 --dist loadscope -m "not slow"' leaves out the slow tests
+# (calibration runs, subprocess matrices) for a quick pass; CI runs them all.
 TEST_ARGS ?= -n 2 --dist loadscope
 test: setup
 	$(BIN)/python -m pytest $(TEST_ARGS)

@@ -120,7 +120,8 @@ def main(argv=None) -> int:
 
     from vggcifar import backend, bench
     from vggcifar import steps as steps_module
-    from vggcifar import train as T
+    from vggcifar import order as T
+    from vggcifar.build import build_training
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
 
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
         per_batch = bool(values.pop("train_on_batch", 0))
         jax_loop = values.pop("jax_loop", "calls")
         config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width, **values})
-        _, train_model = T.build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size))
+        _, train_model = build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size))
         if jit:  # the same step, compiled (torch.compile on torch, XLA on tensorflow and jax)
             train_model.compile(optimizer=train_model.optimizer, loss=train_model.loss, metrics=["accuracy"],
                                 jit_compile=True)

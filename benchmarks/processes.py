@@ -66,17 +66,17 @@ def _cluster(i: int, port: int) -> list[str]:
 # --------------------------------------------------------------------------- #
 CHILD = r"""
 import json, sys, time
-from vggcifar import train
+from vggcifar import loop
 from vggcifar.cli import main
 
 out = open(sys.argv[1], "a", buffering=1)
-count = train._Loop._count
+count = loop._Loop._count
 
 def timed(self, losses, accuracies, images, seconds):
     count(self, losses, accuracies, images, seconds)
     out.write(json.dumps([self.state.epoch, self.state.step_in_epoch, time.perf_counter(), seconds]) + "\n")
 
-train._Loop._count = timed
+loop._Loop._count = timed
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -1,4 +1,4 @@
-"""Epoch time and memory against the training set's size, through ``vggcifar.train.fit``.
+"""Epoch time and memory against the training set's size, through ``vggcifar.loop.fit``.
 
 One fresh process per size (peak RSS is per process): synthetic uint8 images,
 the spec recipe (or overrides), ``fit`` stopped after ``--steps`` steps. The
@@ -23,7 +23,7 @@ import time
 def one_size(images: int, steps: int, warmup: int, batch_size: int | None) -> dict:
     import vggcifar  # noqa: F401  (names the default backend before keras loads)
     from vggcifar import backend, bench
-    from vggcifar import train as T
+    from vggcifar import loop as T
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
 

@@ -44,7 +44,7 @@ def after_each_call(monkeypatch, hook) -> dict:
     """Run ``hook(n, train_model, losses)`` after the n-th call (from 1) of every
     training runner made from now on; what it returns is the call's losses.
     Faults are injected here, where the loop reads the steps' results."""
-    from vggcifar import train as T
+    from vggcifar import loop as T
 
     calls = {"n": 0}
     real = T.make_runner

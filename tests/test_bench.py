@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from vggcifar import backend, bench
-from vggcifar import train as T
+from vggcifar import loop as T
+from vggcifar import build, order
 from vggcifar.cli import main
 from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
@@ -22,6 +23,13 @@ TINY_PLAN = bench.BenchPlan(warmup_steps=1, windows=2, steps_per_window=2, predi
 
 def tiny_config(**overrides):
     return make_config("spec", **{"width": 0.0625, "dense_units": 16, "batch_size": 8, **overrides})
+
+
+def tiny_settings(images: int, **overrides):
+    """tiny_config resolved for ``images`` training images, as the bench and fit take it."""
+    from vggcifar.settings import resolve
+
+    return resolve(tiny_config(**overrides), images)
 
 
 # --------------------------------------------------------------------------- #
@@ -54,7 +62,7 @@ def test_flops_of_the_spec_network(spec_network):
 
 def test_flops_count_through_a_nested_training_model():
     config = tiny_config(augment=("flip",))
-    model, train_model = T.build_training(config, 10, steps_per_epoch=4)
+    model, train_model = build.build_training(config, 10, steps_per_epoch=4)
     assert train_model is not model  # augmentation wraps the saved network
     assert bench.flops(train_model) == bench.flops(model) > 0
 
@@ -96,20 +104,22 @@ def _count_runs(monkeypatch) -> list:
 
 def test_bench_times_the_training_step_that_fit_runs(monkeypatch, tmp_path):
     data = load_synthetic(train=24, test=8)
-    builds = _count_calls(monkeypatch, T, "build_training")
+    builds = _count_calls(monkeypatch, build, "build_training")
     calls = _count_runs(monkeypatch)
-    config = tiny_config(steps_per_execution=1)
-    out = bench.measure_training(config, data.x_train, data.y_train, 10, TINY_PLAN)
-    assert len(builds) == 1 and builds[0][0][0] is config
+    settings = tiny_settings(24, steps_per_execution=1)
+    out = bench.measure_training(settings, data.x_train, data.y_train, 10, TINY_PLAN)
+    assert len(builds) == 1 and builds[0][0][0] is settings.config
     assert sum(len(rows) for _, rows in calls) == TINY_PLAN.warmup_steps + TINY_PLAN.timed_steps
     assert calls[0][0] is out["train_model"]
     # fit drives the same runner, one call per step at steps_per_execution 1
     calls.clear()
-    T.fit(tiny_config(epochs=1, steps_per_execution=1), data, tmp_path / "run", verbose=0, log=lambda *_: None)
+    T.fit(tiny_settings(24, epochs=1, steps_per_execution=1), data, tmp_path / "run", verbose=0,
+          log=lambda *_: None)
     assert [len(rows) for _, rows in calls] == [1] * math.ceil(24 / 8)
     # ...and in calls of K steps that never cross an epoch's end
     calls.clear()
-    out = bench.measure_training(tiny_config(steps_per_execution=2), data.x_train, data.y_train, 10, TINY_PLAN)
+    out = bench.measure_training(tiny_settings(24, steps_per_execution=2), data.x_train, data.y_train, 10,
+                                 TINY_PLAN)
     assert out["steps_per_execution"] == 2 and [len(rows) for _, rows in calls][:3] == [2, 1, 2]
 
 
@@ -118,9 +128,9 @@ def test_bench_batches_follow_fits_shuffle_across_epochs(monkeypatch):
     calls = _count_runs(monkeypatch)
     made = _count_calls(monkeypatch, T.steps, "make_runner")
     config = tiny_config(steps_per_execution=1)
-    bench.measure_training(config, data.x_train, data.y_train, 10, TINY_PLAN)
+    bench.measure_training(tiny_settings(20, steps_per_execution=1), data.x_train, data.y_train, 10, TINY_PLAN)
     seen = [rows[0] for _, rows in calls]
-    expected = [T.batch_indices(T.epoch_permutation(config.seed, e, 20), s, 8) for e in (0, 1) for s in range(3)]
+    expected = [order.batch_indices(order.epoch_permutation(config.seed, e, 20), s, 8) for e in (0, 1) for s in range(3)]
     assert len(seen) == 5
     for got, want in zip(seen, expected):
         np.testing.assert_array_equal(got, want)
@@ -221,9 +231,9 @@ def test_training_defaults_compute_the_spec_function_with_the_spec_weights():
     spec_config = tiny_config(padding="explicit", data_format="channels_last")
     assert fast_config.padding == "same" and fast_config.data_format == "auto"
     keras.utils.set_random_seed(0)
-    fast = T.build_model(fast_config, 10)
+    fast = build.build_model(fast_config, 10)
     keras.utils.set_random_seed(0)
-    spec = T.build_model(spec_config, 10)
+    spec = build.build_model(spec_config, 10)
     assert [type(l).__name__ for l in spec.layers].count("ZeroPadding2D") == 13
     assert "ZeroPadding2D" not in [type(l).__name__ for l in fast.layers]
     for a, b in zip(fast.get_weights(), spec.get_weights()):

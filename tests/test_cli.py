@@ -127,7 +127,7 @@ def test_every_test_the_guarantees_cite_exists():
 
 def test_experiment_milestones_follow_epochs():
     from vggcifar.cli import build_parser
-    from vggcifar.experiment import default_milestones
+    from vggcifar.request import default_milestones
 
     assert default_milestones(None) == [10, 20, 50, 100]
     assert default_milestones(4) == [4]

@@ -161,7 +161,8 @@ def test_the_supervisor_says_one_line(monkeypatch, capsys):
     assert main(CLUSTER_ARGS) == STATUS_LOST_PROCESS
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("vggcifar: process 0 was lost (the coordination service")
-    assert err.rstrip().endswith("(here: vggcifar " + " ".join(CLUSTER_ARGS) + " --resume)")
+    assert err.rstrip().endswith("(here: vggcifar train --resume --run-dir runs/x --coordinator 10.0.0.1:1234 "
+                                 "--num-processes 2 --process-id 1)")
     assert main(CLUSTER_ARGS) == STATUS_LOST_PROCESS
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"vggcifar: another process was lost ({GLOO})")
@@ -233,7 +234,7 @@ def test_a_checkpoint_is_removed_whole(tmp_path, monkeypatch):
 
 
 def test_processes_train_on_the_same_data(monkeypatch):
-    from vggcifar.train import check_same_data
+    from vggcifar.loop import check_same_data
 
     x, y = np.zeros((8, 32, 32, 3), np.uint8), np.arange(8) % 2
     two_processes(monkeypatch, lambda values, width: np.asarray(values, np.int32))
@@ -246,8 +247,8 @@ def test_processes_train_on_the_same_data(monkeypatch):
 def test_another_process_s_signal_and_clock_decide_for_all(tmp_path, monkeypatch):
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
-    from vggcifar.experiment import train_run
-    from vggcifar.train import Interrupted
+    from vggcifar.runs import train_run
+    from vggcifar.loop import Interrupted
 
     # The other process's answers after this process's n-th call: its clock says
     # a checkpoint is due after call 2, it received SIGTERM before call 4's end.
@@ -256,7 +257,7 @@ def test_another_process_s_signal_and_clock_decide_for_all(tmp_path, monkeypatch
     def agree_max(values):
         calls.append(list(values))
         n = len(calls)
-        return [max(values[0], signal.SIGTERM if n >= 4 else 0), max(values[1], int(n == 2))]
+        return [max(values[0], signal.SIGTERM if n >= 4 else 0), max(values[1], int(n == 2)), *values[2:]]
 
     monkeypatch.setattr(backend, "agree_max", agree_max)
     run = RunDir(tmp_path / "run")
@@ -392,7 +393,8 @@ def test_a_lost_process_ends_the_other_in_one_line_and_resume_ends_as_without_it
     # One line: which process, and how to resume; no traceback, no C++ stack dump.
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"vggcifar: process {victim} was lost ("), err[-3000:]
-    assert f"--process-id {survivor} --run-dir {tmp_path / f'r{survivor}'} --resume)" in lines[0]
+    assert f"--resume --run-dir {tmp_path / f'r{survivor}'} --coordinator" in lines[0]
+    assert lines[0].endswith(f"--num-processes 2 --process-id {survivor})"), lines[0]
     # Process 0 hosts the coordination service: its loss is known at once;
     # another's once its heartbeats have been missing for the timeout.
     assert seconds < (15 if victim == 0 else HEARTBEAT_SECONDS + 30), seconds

@@ -8,7 +8,7 @@ from vggcifar import fsutil
 from vggcifar.cli import main
 from vggcifar.progress import hms
 from vggcifar.report import comparison_markdown
-from vggcifar.experiment import compare_runs
+from vggcifar.runs import compare_runs
 
 
 

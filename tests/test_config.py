@@ -132,7 +132,7 @@ def test_has_effect_and_sources():
 # the schedules against their closed forms
 # --------------------------------------------------------------------------- #
 def lr_at(config, steps_per_epoch, steps):
-    from vggcifar.train import make_schedule
+    from vggcifar.build import make_schedule
 
     schedule = make_schedule(config, steps_per_epoch)
     return [float(schedule(t)) if callable(schedule) else float(schedule) for t in steps]
@@ -169,18 +169,15 @@ def test_config_values_reach_the_built_optimizer_loss_and_layers(recipe):
     # back from the objects that were built, not from the config.
     import keras
 
-    from vggcifar import train
+    from vggcifar import build
 
     c = make_config(recipe, width=0.0625, dense_units=16, precision="float32", data_format="channels_last")
-    try:
-        model, train_model = train.build_training(c, 10, steps_per_epoch=5)
-    finally:
-        keras.config.set_dtype_policy("float32")
+    model, train_model = build.build_training(c, 10, steps_per_epoch=5)
     opt = train_model.optimizer
     assert isinstance(opt, keras.optimizers.SGD)
     assert float(opt.momentum) == pytest.approx(c.momentum) and bool(opt.nesterov) == c.nesterov
     assert (opt.weight_decay or 0.0) == pytest.approx(c.weight_decay)
-    assert train.current_lr(opt) == pytest.approx(lr_at(c, 5, [0])[0], rel=1e-6)
+    assert build.current_lr(opt) == pytest.approx(lr_at(c, 5, [0])[0], rel=1e-6)
     assert train_model.loss.label_smoothing == pytest.approx(c.label_smoothing)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     denses = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]

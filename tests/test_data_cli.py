@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from vggcifar import cli, data, fixtures
+from vggcifar import data, fixtures, options
 from vggcifar.cli import main
 
 
@@ -71,9 +71,13 @@ def test_verify_missing_path(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
 
 
+def _source(args) -> dict:
+    return data.data_source(args.data, args.dataset, args.data_url, args.data_sha256)
+
+
 def _parser():
     p = argparse.ArgumentParser()
-    cli.add_data_options(p)
+    options.add_data_options(p)
     return p
 
 
@@ -82,9 +86,9 @@ def test_data_options(archive):
     assert p.parse_args([]).dataset is None and p.parse_args([]).data is None  # None: cifar10, or a run's own
     with pytest.raises(SystemExit):
         p.parse_args(["--data", "x", "--dataset", "cifar100"])
-    d = data.load_source(cli.data_record(p.parse_args(["--data", str(archive)])))
+    d = data.load_source(_source(p.parse_args(["--data", str(archive)])))
     assert d.source == str(archive) and len(d.x_train) == 20
-    s = data.load_source(cli.data_record(p.parse_args(["--dataset", "synthetic"])), synthetic_train=30,
+    s = data.load_source(_source(p.parse_args(["--dataset", "synthetic"])), synthetic_train=30,
                          synthetic_test=10)
     assert s.synthetic and (len(s.x_train), len(s.x_test)) == (30, 10)
 
@@ -94,7 +98,7 @@ def test_data_options_pass_the_mirror(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "load_cifar", lambda source, **kw: seen.update(kw, source=source) or "loaded")
     args = _parser().parse_args(["--dataset", "cifar100", "--data-url", "https://m.invalid/c.tgz",
                                  "--data-sha256", "ab" * 32])
-    assert data.load_source(cli.data_record(args)) == "loaded"
+    assert data.load_source(_source(args)) == "loaded"
     assert seen["source"] is None and seen["dataset"] == "cifar100"
     assert seen["url"] == "https://m.invalid/c.tgz" and seen["sha256"] == "ab" * 32
 

@@ -90,7 +90,7 @@ def enter(name):
     segment[0] = name
     mark("segment " + name)
 
-from vggcifar import train as T
+from vggcifar import loop as T
 calls = []
 _make = T.make_runner
 def make_runner(*a, **k):
@@ -109,6 +109,7 @@ T.make_runner = make_runner
 FIT = PROBE + r"""
 from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
+from vggcifar.settings import resolve
 
 folder, epochs, again = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "again"
 redirect_stderr(os.path.join(folder, "stderr-again.txt" if again else "stderr.txt"))
@@ -123,8 +124,8 @@ for devices in ([1] if again else [1, 2]):
                          val_split=32, precision="float32", steps_per_execution=4, devices=devices)
     def end(e, devices=devices):
         enter(f"{devices} after epoch {e.epoch}")
-    T.fit(config, data, os.path.join(folder, f"run{devices}" + ("-again" if again else "")), on_epoch_end=end,
-          verbose=0, log=lambda *_: None)
+    T.fit(resolve(config, len(data.x_train)), data, os.path.join(folder, f"run{devices}" + ("-again" if again else "")),
+          on_epoch_end=end, verbose=0, log=lambda *_: None)
     enter(f"{devices} done")
     result[devices] = {"calls": calls[:], "compiles": compiles[:]}
 result["transfers"] = transfers_by_segment(os.path.join(folder, "stderr-again.txt" if again else "stderr.txt"))
@@ -226,8 +227,10 @@ RUNNERS = r"""
 import json, re
 import numpy as np
 import keras
-from vggcifar import backend, train as T
+from vggcifar import backend, loop
+from vggcifar.build import build_training
 from vggcifar.config import make_config
+from vggcifar.order import chunks
 from vggcifar.data import load_synthetic
 
 # 200 images at batch 16: an epoch of 12 whole batches and a short one of 8.
@@ -238,9 +241,9 @@ config = make_config("vgg16-bn", width=0.0625, dense_units=16, model="vgg11", ep
 
 def train(devices, k, keras_steps=False, inspect=False):
     with backend.device_scope(backend.resolve_devices(devices, config.batch_size)):
-        _, model = T.build_training(config, 10, 13)
-        runner = T.make_runner(model, x, y, 10, per_call=k)
-        for epoch, _, rows in T.chunks(config.seed, len(x), config.batch_size, k):
+        _, model = build_training(config, 10, 13)
+        runner = loop.make_runner(model, x, y, 10, per_call=k)
+        for epoch, _, rows in chunks(config.seed, len(x), config.batch_size, k):
             if epoch == 1:
                 break
             if keras_steps:  # Keras' own step, a batch at a time, placed by the distribution
@@ -250,7 +253,7 @@ def train(devices, k, keras_steps=False, inspect=False):
                 runner.run(rows)
         if not inspect:
             return [keras.ops.convert_to_numpy(v.value) for v in model.variables + model.optimizer.variables], None
-        text = runner.lower(next(T.chunks(config.seed, len(x), config.batch_size, k))[2]).compile().as_text()
+        text = runner.lower(next(chunks(config.seed, len(x), config.batch_size, k))[2]).compile().as_text()
         # Each device's program: the uint8 images it gathers for a step (the set itself, 200, aside).
         gathered = sorted({int(n) for n in re.findall(r"u8\[(\d+),32,32,3\]", text)} - {len(x)})
         return [keras.ops.convert_to_numpy(v.value) for v in model.variables + model.optimizer.variables], gathered
@@ -292,20 +295,21 @@ CENSUS = r"""
 import json, re, warnings
 import numpy as np
 import keras
-from vggcifar import bench, train as T
+from vggcifar import bench, loop
+from vggcifar.build import build_training
 from vggcifar.config import make_config
+from vggcifar.order import chunks
 from vggcifar.data import load_synthetic
 
 def lowered(recipe, precision, **kw):
     data = load_synthetic(train=64, test=8, seed=4)
     config = make_config(recipe, batch_size=32, val_split=0, precision=precision, epochs=1, **kw)
-    model, train_model = T.build_training(config, 10, 2)
-    runner = T.make_runner(train_model, data.x_train, data.y_train, 10)
-    rows = next(T.chunks(0, 64, 32, 1))[2]
+    model, train_model = build_training(config, 10, 2)
+    runner = loop.make_runner(train_model, data.x_train, data.y_train, 10)
+    rows = next(chunks(0, 64, 32, 1))[2]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         low = runner.lower(rows)
-    keras.config.set_dtype_policy("float32")
     leaves = sum(len(group) for group in runner._groups())
     return model, runner, rows, low, [str(w.message) for w in caught], leaves
 
@@ -395,15 +399,17 @@ def test_xlas_count_of_the_step_is_the_models_work_less_padding_and_the_images_g
 RESUME = r"""
 import json, os, sys
 import numpy as np
-from vggcifar import train as T
+from vggcifar import loop as T
 from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
 from vggcifar.rundir import RunDir
+from vggcifar.settings import resolve
 
 folder = sys.argv[1]
 data = load_synthetic(train=200, test=16, seed=4)
 config = make_config("vgg16-bn", width=0.0625, dense_units=16, model="vgg11", epochs=2, batch_size=16, val_split=0,
                      precision="float32", steps_per_execution=4, checkpoint_minutes=1e-5)
+config = resolve(config, len(data.x_train))
 quiet = dict(verbose=0, log=lambda *_: None)
 T.fit(config, data, os.path.join(folder, "full"), **quiet)
 for steps in (6, 9):  # stops mid-call, then in the next epoch after its short batch

@@ -85,15 +85,11 @@ def test_auto_precision_and_tf32_follow_the_gpus_compute_capability(monkeypatch,
 def test_mixed_float16_trains_with_loss_scaling():
     import keras
 
-    from vggcifar import train as T
+    from vggcifar.build import build_training
     from vggcifar.config import make_config
 
-    try:
-        _, train_model = T.build_training(make_config("spec", width=0.0625, dense_units=16, precision="mixed_float16"),
-                                          10, 4)
-        assert isinstance(train_model.optimizer, keras.optimizers.LossScaleOptimizer)
-    finally:
-        keras.config.set_dtype_policy("float32")
+    _, train_model = build_training(make_config("spec", width=0.0625, dense_units=16, precision="mixed_float16"), 10, 4)
+    assert isinstance(train_model.optimizer, keras.optimizers.LossScaleOptimizer)
 
 
 def test_the_compute_capability_is_read_from_each_backends_wording():

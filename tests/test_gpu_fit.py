@@ -57,7 +57,7 @@ def test_predict_queues_every_batch_before_reading_any(monkeypatch):
 
 
 def test_the_finite_check_is_one_compiled_reduction_read_once(monkeypatch):
-    from vggcifar import train as T
+    from vggcifar import loop as T
 
     model = build_vgg(width=0.0625, dense_units=16)
     variables = list(model.variables)

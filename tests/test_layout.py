@@ -14,13 +14,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vggcifar"
 
 #: Each module's floor: a module may import from its own floor or below, never above.
 FLOORS = {
-    "cli": 6, "__main__": 6,
-    "experiment": 5, "bench": 5, "seeds": 5,
-    "train": 4, "evaluate": 4, "predict": 4, "report": 4,
-    "inference": 3, "checkpoint": 3, "progress": 3, "plots": 3, "steps": 3, "liveview": 3,
+    "cli": 7, "__main__": 7, "options": 7,
+    "api": 6,
+    "runs": 5, "bench": 5, "seeds": 5,
+    "loop": 4, "evaluation": 4, "prediction": 4, "report": 4, "record": 4, "hooks": 3,
+    "inference": 3, "checkpoint": 3, "progress": 3, "plots": 3, "steps": 3, "liveview": 3, "build": 3, "settings": 3,
     "model": 2, "data": 2, "cifarfiles": 2, "download": 2, "rundir": 2, "backend": 2, "config": 2,
-    "table": 2, "images": 2, "fixtures": 2, "budget": 2,
-    "fsutil": 1, "metrics": 1, "safepickle": 1, "quietlog": 1, "cluster": 1,
+    "table": 2, "images": 2, "fixtures": 2, "budget": 2, "order": 2, "request": 2, "supervisor": 2,
+    "fsutil": 1, "metrics": 1, "safepickle": 1, "quietlog": 1, "cluster": 1, "stops": 1,
 }
 
 
@@ -88,13 +89,13 @@ def test_no_import_cycles(graph):
 
 
 def test_the_training_loop_reaches_no_reporting(graph):
-    reached, todo = set(), ["train"]
+    reached, todo = set(), ["loop"]
     while todo:
         for nxt in graph[todo.pop()]:
             if nxt not in reached:
                 reached.add(nxt)
                 todo.append(nxt)
-    assert not reached & {"report", "plots", "cli", "experiment", "evaluate"}, sorted(reached)
+    assert not reached & {"report", "plots", "cli", "runs", "evaluation", "record"}, sorted(reached)
 
 
 def _strings(path: Path) -> list[str]:
@@ -150,3 +151,17 @@ def test_commands_that_build_no_model_import_no_backend(tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.startswith("STATUS")]
     assert lines == [f"STATUS {argv[0]} 0 KERAS False" for argv in commands], out.stderr[-2000:]
     assert "CONTROL True" in out.stderr
+
+
+def test_the_architecture_page_names_each_module_on_its_floor():
+    import re
+
+    page = (SRC.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    on_page = {}
+    for line in page.splitlines():
+        if m := re.match(r"\| (\d+): [^|]+\| (.+) \|$", line):
+            for name in re.findall(r"`(\w+)`", m.group(2)):
+                on_page[name] = int(m.group(1))
+    assert on_page == FLOORS, {k: (on_page.get(k), FLOORS.get(k)) for k in set(on_page) ^ set(FLOORS)
+                               or {k for k in FLOORS if on_page.get(k) != FLOORS[k]}}
+    assert len(page.splitlines()) <= 60

@@ -104,7 +104,7 @@ def test_a_run_with_tensorboard_writes_a_scalar_per_epoch_and_redraws_its_curves
 
 
 def test_without_the_option_no_event_files(tmp_path):
-    from vggcifar.experiment import train_run
+    from vggcifar.runs import train_run
 
     run = RunDir(tmp_path / "run")
     train_run(make_config("spec", **TINY, epochs=1, batch_size=32), load_synthetic(train=32, test=8, seed=0),

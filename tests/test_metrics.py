@@ -95,7 +95,7 @@ def test_every_view_of_the_confusion_matrix_is_metrics_jsons_matrix(tmp_path):
     # An asymmetric matrix: a transposed table or picture would differ.
     import csv
 
-    from vggcifar.evaluate import write_results
+    from vggcifar.evaluation import write_results
     from vggcifar.plots import confusion_figure
     from vggcifar.report import milestone_section
     from vggcifar.rundir import ResultDir

@@ -125,7 +125,7 @@ def test_grid_shows_the_picked_images_as_stored_with_both_labels():
 
 @pytest.mark.slow
 def test_a_run_draws_the_mistakes_of_its_own_predictions(tmp_path):
-    from vggcifar.experiment import train_run
+    from vggcifar.runs import train_run
     from vggcifar.inference import load_model, predict_probs
 
     data = load_synthetic(train=160, test=120, seed=5)

@@ -13,9 +13,10 @@ from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
 from vggcifar.metrics import MISMATCH_KEPT_SHARE, MISMATCH_TRAIN_LEAD, MODE_CHECK_IMAGES, mode_mismatch
 from vggcifar.report import milestone_section, mismatch_message
-from vggcifar.experiment import train_run
+from vggcifar.runs import train_run
 from vggcifar.rundir import ResultDir, RunDir
-from vggcifar.train import build_training, make_runner
+from vggcifar.build import build_training
+from vggcifar.loop import make_runner
 
 
 #: A batch-norm VGG-11 that learns the synthetic set in four epochs of 20

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY
-from vggcifar import cli
+from vggcifar import api, cli, runs
+from vggcifar import build, order
 from vggcifar.cli import build_parser, main
 from vggcifar.cluster import MULTI_HOST_ENV
 from vggcifar.config import make_config
@@ -18,13 +19,14 @@ def parse(*argv):
 
 def test_set_twice_keeps_the_last_and_an_option_and_set_together_are_refused(capsys):
     args = parse("train", "--set", "lr=0.1", "--set", "lr=0.2", "--set", "augment=[\"flip\"]", "--set", "seed=3")
-    config = cli._train_config(args)
+    config = cli._request(args).config()
     assert config.lr == 0.2 and config.augment == ("flip",) and config.seed == 3
     assert main(["train", "--dataset", "synthetic", "--seed", "1", "--set", "seed=2"]) == 2
     assert "seed is given twice (as an option and with --set)" in capsys.readouterr().err
     assert main(["train", "--dataset", "synthetic", "--set", "lr"]) == 2
     assert "--set expects KEY=VALUE, received 'lr'" in capsys.readouterr().err
-    assert cli._train_config(parse("train", "--set", "kernel-initializer=he_normal")).kernel_initializer == "he_normal"
+    assert cli._request(parse("train", "--set", "kernel-initializer=he_normal")).config().kernel_initializer == \
+        "he_normal"
 
 
 def test_devices_with_resume_replaces_only_the_device_count(tmp_path):
@@ -32,13 +34,16 @@ def test_devices_with_resume_replaces_only_the_device_count(tmp_path):
     config = make_config("spec-he", **TINY, epochs=3, seed=7)
     run.write_config(config)
     run.write_run([1, 3], {"dataset": "synthetic"})
-    plan = cli._plan(parse("train", "--resume", "--run-dir", str(run.path), "--devices", "all"))
-    assert plan.resume and plan.config.devices == "all"
-    assert plan.config == make_config("spec-he", **TINY, epochs=3, seed=7, devices="all")
-    assert plan.milestones == [1, 3] and plan.data == {"dataset": "synthetic"}
-    assert cli._plan(parse("train", "--resume", "--run-dir", str(run.path))).config.devices == 1
+    def plan(*argv):
+        return runs.resume_plan(cli._request(parse(*argv)))
+
+    resumed = plan("train", "--resume", "--run-dir", str(run.path), "--devices", "all")
+    assert resumed.resume and resumed.config.devices == "all"
+    assert resumed.config == make_config("spec-he", **TINY, epochs=3, seed=7, devices="all")
+    assert resumed.milestones == [1, 3] and resumed.source == {"dataset": "synthetic"}
+    assert plan("train", "--resume", "--run-dir", str(run.path)).config.devices == 1
     # Other options do not change a resumed run: its config.json does.
-    assert cli._plan(parse("train", "--resume", "--run-dir", str(run.path), "--lr", "9")).config.lr == config.lr
+    assert plan("train", "--resume", "--run-dir", str(run.path), "--lr", "9").config.lr == config.lr
 
 
 def test_bench_threads_and_no_baseline_reach_the_benchmark(monkeypatch, capsys):
@@ -72,35 +77,35 @@ def test_multi_host_options_reach_keras_distribution(monkeypatch):
     monkeypatch.setattr(backend, "initialize_hosts", lambda *a: calls.append(a))
     for key in MULTI_HOST_ENV.values():
         monkeypatch.delenv(key, raising=False)
-    cli._initialize_hosts(parse("train"))
+    def join(*argv):
+        api.join_hosts(cli._request(parse(*argv)))
+
+    join("train")
     assert calls == []  # one host: nothing to join
-    cli._initialize_hosts(parse("train", "--coordinator", "10.0.0.1:1234", "--num-processes", "2",
-                                "--process-id", "1"))
+    join("train", "--coordinator", "10.0.0.1:1234", "--num-processes", "2", "--process-id", "1")
     assert calls == [("10.0.0.1:1234", 2, 1)]
     monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
-    cli._initialize_hosts(parse("train"))
+    join("train")
     assert calls[-1] == (None, None, None)  # keras reads the variables itself
 
 
 def test_seed_sets_the_weights_the_shuffle_and_the_augmentation():
     import keras
 
-    from vggcifar import train
-
     def first_weights(seed):
-        model, _ = train.build_training(make_config("spec-he", **TINY, seed=seed, precision="float32"), 10, 5)
+        model, _ = build.build_training(make_config("spec-he", **TINY, seed=seed, precision="float32"), 10, 5)
         return [np.array(w) for w in model.get_weights()]
 
     a, b, c = first_weights(0), first_weights(0), first_weights(1)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], c[0])
-    assert np.array_equal(train.epoch_permutation(0, 3, 100), train.epoch_permutation(0, 3, 100))
-    assert not np.array_equal(train.epoch_permutation(0, 3, 100), train.epoch_permutation(1, 3, 100))
-    assert not np.array_equal(train.epoch_permutation(0, 3, 100), train.epoch_permutation(0, 4, 100))
+    assert np.array_equal(order.epoch_permutation(0, 3, 100), order.epoch_permutation(0, 3, 100))
+    assert not np.array_equal(order.epoch_permutation(0, 3, 100), order.epoch_permutation(1, 3, 100))
+    assert not np.array_equal(order.epoch_permutation(0, 3, 100), order.epoch_permutation(0, 4, 100))
     images = np.full((4, 32, 32, 3), 200, np.uint8)
 
     def augmented(seed):
-        layers = train.augmentation_layers(make_config("spec-he", seed=seed), seed)
+        layers = build.augmentation_layers(make_config("spec-he", seed=seed), seed)
         x = keras.ops.convert_to_tensor(images)
         for layer in layers:
             x = layer(x, training=True)
@@ -112,9 +117,7 @@ def test_seed_sets_the_weights_the_shuffle_and_the_augmentation():
 def test_cutout_erases_one_eight_by_eight_square_in_training_only():
     import keras
 
-    from vggcifar import train
-
-    (layer,) = train.augmentation_layers(make_config("spec", augment=["cutout"]), 0)
+    (layer,) = build.augmentation_layers(make_config("spec", augment=["cutout"]), 0)
     images = np.full((8, 32, 32, 3), 200, np.uint8)
     out = keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(images), training=True))
     for picture in out:

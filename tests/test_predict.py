@@ -298,7 +298,7 @@ def pictures(tmp_path):
 
 def test_png_of_a_test_image_is_predicted_as_in_memory_evaluation(tmp_path, model_path):
     from vggcifar.inference import load_model
-    from vggcifar.predict import predict_files
+    from vggcifar.prediction import predict_files
     from vggcifar.inference import predict_probs
 
     x = load_synthetic(1, 6, seed=7).x_test
@@ -336,7 +336,7 @@ def test_evaluate_and_predict_share_the_resize(model_path):
 def test_model_with_a_lambda_layer_is_refused(tmp_path, pictures):
     import keras
 
-    from vggcifar.predict import predict_files
+    from vggcifar.prediction import predict_files
 
     marker = str(tmp_path / "ran")  # written whenever the layer's code runs
     inputs = keras.Input((32, 32, 3), dtype="uint8")
@@ -363,7 +363,7 @@ def test_h5_and_non_keras_files_are_refused(tmp_path, model_path, pictures, caps
 
 
 def test_model_without_its_pixel_scaling_is_refused(tmp_path, pictures):
-    from vggcifar.predict import predict_files
+    from vggcifar.prediction import predict_files
 
     _tiny(rescale=None).save(tmp_path / "float.keras")
     with pytest.raises(ValueError, match="not raw uint8 pixels"):
@@ -399,7 +399,7 @@ def test_cli_json_and_top_k(model_path, pictures, capsys):
     assert [r["path"] for r in doc] == [str(p) for p in pictures]
     assert "error" in doc[1] and "error" in doc[3] and "top_k" not in doc[1]
     # Each answer is its own picture's, as if it were asked about alone.
-    from vggcifar.predict import predict_files
+    from vggcifar.prediction import predict_files
 
     for r, path in ((doc[0], pictures[0]), (doc[2], pictures[2])):
         alone = predict_files(model_path, [path], top=4)[0]

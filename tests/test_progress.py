@@ -40,27 +40,37 @@ def lines_of(epochs, steps, *, chunk=1, durations=None):
 @pytest.mark.parametrize("steps", [1, 2, 7, 10, 11, 19, 20, 21, 157, 1563, 50000])
 @pytest.mark.parametrize("chunk", [1, 4, 64])
 def test_plain_log_has_a_bounded_number_of_lines_per_epoch(steps, chunk):
+    # 0.1 s a step: epochs of 0.1 s to 5,000 s.
     out = lines_of(2, steps, chunk=chunk)
     assert not any(CONTROL.search(line) for line in out)
     per_epoch = [[line for line in out if line.startswith(f"epoch {e}/2 step ")] for e in (1, 2)]
+    every = -(-steps // 10)  # a tenth of the epoch, in steps
     for e, lines in enumerate(per_epoch, 1):
         assert len(lines) <= Progress.PLAIN_LINES, lines
-        # Lines do come: each tenth of a long epoch, each step of a short one
-        # (a step count given in chunks: at most one line a chunk).
-        if chunk == 1:
-            assert len(lines) == (steps - 1) // -(-steps // 10), lines
-        elif steps > chunk:
-            assert lines, (steps, chunk)
         steps_named = [int(re.search(r"step (\d+)/", line).group(1)) for line in lines]
         assert steps_named == sorted(steps_named) and all(0 < s < steps for s in steps_named)
+        if chunk == 1 and e == 1 and steps > 10:
+            assert steps_named[0] == every  # the run's first line: its speed, at the first tenth
+        # Lines at least PLAIN_SECONDS of training apart (0.1 s a step), none in a short epoch after the first.
+        assert all(0.1 * (b - a) >= Progress.PLAIN_SECONDS - 1e-9 for a, b in zip(steps_named, steps_named[1:]))
+        if e == 2 and 0.1 * steps < Progress.PLAIN_SECONDS:
+            assert lines == [], lines
+        if chunk == 1 and 0.1 * every >= Progress.PLAIN_SECONDS:
+            assert len(lines) == (steps - 1) // every, lines  # a long epoch: a line each tenth
     assert sum(line.startswith("epoch 1/2:") for line in out) == 1  # the epoch's own line
+
+
+def test_a_three_epoch_run_of_one_second_epochs_writes_one_progress_line():
+    out = lines_of(3, 100, durations=[[0.01] * 100] * 3)
+    assert [line.split(":")[0] for line in out if " step " in line] == ["epoch 1/3 step 10/100 (10%)"]
+    assert len(out) == 4  # and the three epochs' own lines
 
 
 def test_plain_line_says_step_loss_accuracy_speed_and_eta():
     out = lines_of(1, 100, durations=[[0.5] + [0.25] * 99])
-    line = next(line for line in out if " step 50/100 " in line)
-    # 32 images in 0.25 s: 128 img/s; 50 steps left at 0.25 s: 12.5 s.
-    assert line == "epoch 1/1 step 50/100 (50%): loss 0.0400, accuracy 0.1000, 128 img/s, epoch ETA 0:00:12"
+    line = next(line for line in out if " step " in line)
+    # 32 images in 0.25 s: 128 img/s; 90 steps left at 0.25 s: 22.5 s.
+    assert line == "epoch 1/1 step 10/100 (10%): loss 0.2000, accuracy 0.1000, 128 img/s, epoch ETA 0:00:22"
 
 
 def test_quiet_prints_no_progress_lines():
@@ -165,7 +175,7 @@ def test_a_resumed_run_estimates_what_is_left():
 @pytest.mark.slow
 def test_run_written_to_a_file_has_no_escape_codes_and_few_lines_per_epoch(tmp_path):
     # 40 steps an epoch (160 images, batch 4): a terminal would get a bar
-    # redrawn 40 times an epoch; the file gets at most PLAIN_LINES lines.
+    # redrawn 40 times an epoch; the file gets a few lines, paced by time.
     log = tmp_path / "log.txt"
     argv = ["train", "--dataset", "synthetic", "--limit-train", "160", "--limit-test", "16", "--epochs", "2",
             "--batch-size", "4", "--run-dir", str(tmp_path / "run"), *TINY_ARGS]
@@ -177,7 +187,8 @@ def test_run_written_to_a_file_has_no_escape_codes_and_few_lines_per_epoch(tmp_p
     assert not CONTROL.search(text.replace("\n", "")), repr(text[:500])
     for epoch in (1, 2):
         steps = [line for line in text.splitlines() if line.startswith(f"epoch {epoch}/2 step ")]
-        assert 5 <= len(steps) <= Progress.PLAIN_LINES, text
+        # The run's first line comes at the first tenth; then one each 30 s of training at most.
+        assert (epoch == 2 or len(steps) >= 1) and len(steps) <= Progress.PLAIN_LINES, text
         assert all("img/s" in line and "loss" in line and "accuracy" in line for line in steps), steps
     # Besides the epochs' lines, a fixed few: run folder, backend, learning
     # rate, the short-run word, the estimate (a slow machine makes one), the
@@ -191,10 +202,10 @@ def test_the_loop_reports_step_times_and_the_estimate_matches_the_time_of_learni
     import types
 
     from conftest import TINY
-    from vggcifar import train as T
+    from vggcifar import loop as T
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
-    from vggcifar.experiment import train_run
+    from vggcifar.runs import train_run
 
     clock = [0.0]
     durations = iter([5.0] + [0.5] * 100)

@@ -11,7 +11,7 @@ import pytest
 from vggcifar.cli import exit_status
 from vggcifar.config import make_config
 from vggcifar.rundir import HISTORY_FIELDS, CompareDir, ResultDir, RunDir
-from vggcifar.train import Diverged, Interrupted
+from vggcifar.loop import Diverged, Interrupted
 
 
 def test_config_run_and_environment_read_back_as_written(tmp_path):

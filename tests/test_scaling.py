@@ -8,7 +8,7 @@ import pytest
 
 from conftest import QUIET, TINY, TINY_ARGS
 from vggcifar.budget import MIN_BN_STEPS_PER_EPOCH, MIN_STEPS, short_run, step_budget, warmup_steps
-from vggcifar.cli import _train_config, build_parser, main
+from vggcifar.cli import _request, build_parser, main
 from vggcifar.config import RECIPES, TrainConfig, config_from_dict, make_config
 from vggcifar.report import learning_rate_text, short_run_message
 from vggcifar.rundir import RunDir
@@ -40,9 +40,9 @@ def test_an_explicit_lr_wins_and_is_recorded_as_not_scaled():
     parser = build_parser()
     for extra in (["--lr", "0.05"], ["--set", "lr=0.05"]):
         args = parser.parse_args(["train", "--recipe", "vgg16-bn", "--batch-size", "64", *extra])
-        assert _train_config(args).lr == 0.05
+        assert _request(args).config().lr == 0.05
     args = parser.parse_args(["train", "--recipe", "vgg16-bn", "--set", "batch_size=64"])
-    assert _train_config(args).lr == 0.025
+    assert _request(args).config().lr == 0.025
 
 
 def test_config_json_reads_back_the_rate_used():
@@ -73,7 +73,7 @@ def test_learning_rate_text_says_how_the_rate_was_set():
 
 
 def test_the_scaled_rate_is_the_schedule_peak_and_warm_up_stays_in_epochs():
-    from vggcifar.train import make_schedule
+    from vggcifar.build import make_schedule
 
     for batch, peak in ((64, 0.025), (256, 0.1)):
         c = make_config("vgg16-bn", batch_size=batch, epochs=15)
@@ -145,7 +145,7 @@ def test_a_short_run_says_so_once_and_records_it(tmp_path, capsys):
 
     # Long enough: no word, nothing recorded (train_run, 260 steps of 1 image at the recipe's rule).
     from vggcifar.data import load_synthetic
-    from vggcifar.experiment import train_run
+    from vggcifar.runs import train_run
 
     lines = []
     c = make_config("spec-he", epochs=1, batch_size=1, val_split=0, **TINY)

@@ -1,4 +1,4 @@
-"""Training steps K at a time (vggcifar.steps, train.chunks): the same maths as
+"""Training steps K at a time (vggcifar.steps, order.chunks): the same maths as
 one step a call, the same calls after a resume, a non-finite loss inside a call
 stops the run; and what "auto" means for the precision and the steps per call
 on CPUs with and without bfloat16 units and on GPUs."""
@@ -12,14 +12,13 @@ from unittest import mock
 import numpy as np
 import pytest
 
-import keras
 
 from conftest import TINY, after_each_call, final_variables
-from vggcifar import backend
-from vggcifar import train as T
+from vggcifar import backend, order
+from vggcifar import loop as T
 from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
-from vggcifar.experiment import train_run
+from vggcifar.runs import train_run
 from vggcifar.rundir import RunDir
 
 QUIET = dict(verbose=0, log=lambda *_: None)
@@ -41,19 +40,19 @@ def bn_config(**kw):
 # the calls
 # --------------------------------------------------------------------------- #
 def test_calls_end_at_multiples_of_k_never_cross_an_epoch_and_keep_the_short_batch_apart():
-    calls = T.chunks(seed=0, images=200, batch_size=16, per_call=5)
+    calls = order.chunks(seed=0, images=200, batch_size=16, per_call=5)
     got = [(e, s, rows.shape) for e, s, rows in (next(calls) for _ in range(8))]
     assert got == [(0, 0, (5, 16)), (0, 5, (5, 16)), (0, 10, (2, 16)), (0, 12, (1, 8)),
                    (1, 0, (5, 16)), (1, 5, (5, 16)), (1, 10, (2, 16)), (1, 12, (1, 8))]
     # The rows are the epoch's shuffle, step by step, as one step a call takes them.
-    one = [rows[0] for _, _, rows in (next(T.chunks(0, 200, 16, 1, epoch=1, step=s)) for s in range(13))]
-    again = T.chunks(0, 200, 16, 5, epoch=1)
+    one = [rows[0] for _, _, rows in (next(order.chunks(0, 200, 16, 1, epoch=1, step=s)) for s in range(13))]
+    again = order.chunks(0, 200, 16, 5, epoch=1)
     five = [r for _, _, rows in (next(again) for _ in range(4)) for r in rows]
     assert len(five) == 13
     for a, b in zip(one, five):
         np.testing.assert_array_equal(a, b)
     # Resumed mid-epoch, the calls line up with the uninterrupted run's again at the next multiple.
-    resumed = T.chunks(0, 200, 16, 5, epoch=0, step=3)
+    resumed = order.chunks(0, 200, 16, 5, epoch=0, step=3)
     assert [(s, rows.shape[0]) for _, s, rows in (next(resumed) for _ in range(3))] == [(3, 2), (5, 5), (10, 2)]
 
 
@@ -147,14 +146,11 @@ def test_bfloat16_learns_like_float32(tmp_path):
     # Same seed, same data: final accuracy within a few points.
     data = load_synthetic(train=640, test=200, seed=7)
     accuracy = {}
-    try:
-        for precision in ("float32", "mixed_bfloat16"):
-            config = make_config("vgg16-bn", model="vgg11", width=0.125, dense_units=32, dropout=0.0, augment=(),
-                                 label_smoothing=0.0, weight_decay=0.0, warmup_epochs=0.0, lr=0.02, batch_size=32,
-                                 epochs=4, val_split=0, precision=precision)
-            accuracy[precision] = train_run(config, data, tmp_path / precision, **QUIET)["test_accuracy"]
-    finally:
-        keras.config.set_dtype_policy("float32")
+    for precision in ("float32", "mixed_bfloat16"):
+        config = make_config("vgg16-bn", model="vgg11", width=0.125, dense_units=32, dropout=0.0, augment=(),
+                             label_smoothing=0.0, weight_decay=0.0, warmup_epochs=0.0, lr=0.02, batch_size=32,
+                             epochs=4, val_split=0, precision=precision)
+        accuracy[precision] = train_run(config, data, tmp_path / precision, **QUIET)["test_accuracy"]
     assert accuracy["float32"] > 0.5, accuracy  # it learns at all
     assert abs(accuracy["float32"] - accuracy["mixed_bfloat16"]) <= 0.05, accuracy
 
@@ -166,11 +162,11 @@ def test_other_backends_take_k_steps_a_call_within_float_rounding(other, tmp_pat
     script = """
 import keras
 import numpy as np
-from vggcifar import train as T
+from vggcifar import build, order
 from vggcifar.config import make_config
 from vggcifar.data import load_synthetic
 data = load_synthetic(train=96, test=16, seed=4)
-rows = np.stack([T.batch_indices(T.epoch_permutation(0, 0, 96), s, 16) for s in range(6)])
+rows = np.stack([order.batch_indices(order.epoch_permutation(0, 0, 96), s, 16) for s in range(6)])
 from vggcifar import steps
 out = {}
 # K steps a call; on JAX also the one-call lax.scan over them.
@@ -178,7 +174,7 @@ loops = [(1, "calls"), (3, "calls")] + ([(3, "scan")] if keras.backend.backend()
 for k, loop in loops:
     c = make_config("spec-he", model="vgg11", width=0.0625, dense_units=16, epochs=1, batch_size=16,
                     val_split=0, precision="float32", augment=["flip"])
-    _, model = T.build_training(c, 10, 6)
+    _, model = build.build_training(c, 10, 6)
     runner = steps.make_runner(model, data.x_train, data.y_train, 10, jax_loop=loop)
     for start in range(0, 6, k):
         losses, _ = runner.run(rows[start:start + k])

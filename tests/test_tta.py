@@ -9,7 +9,7 @@ from vggcifar.cli import main
 from vggcifar.config import make_config
 from vggcifar.data import load_dataset
 from vggcifar.metrics import cross_entropy
-from vggcifar.train import build_model
+from vggcifar.build import build_model
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_flip_is_the_mean_of_image_and_mirror(model_file, tmp_path, capsys):
 
 
 def test_default_folders_keep_plain_and_flip_apart(model_file):
-    from vggcifar.evaluate import evaluate_path
+    from vggcifar.evaluation import evaluate_path
 
     path, _ = model_file
     _, plain_out = evaluate_path(path, dataset="synthetic", limit_test=16)

@@ -10,7 +10,7 @@ from vggcifar.cli import main
 from vggcifar.config import effective_val_split, make_config
 from vggcifar.data import load_synthetic
 from vggcifar.metrics import cross_entropy
-from vggcifar.experiment import train_run
+from vggcifar.runs import train_run
 from vggcifar.rundir import RunDir
 
 
@@ -51,8 +51,8 @@ def test_split_with_validation_on_the_test_set_is_refused():
 
 @pytest.mark.slow
 def test_held_out_split_feeds_the_history_and_the_test_set_only_the_reports(tmp_path, monkeypatch):
-    from vggcifar import experiment
-    from vggcifar import train as T
+    from vggcifar import record
+    from vggcifar import loop as T
     from vggcifar.inference import load_model
 
     data = load_synthetic(train=300, test=48, seed=5)
@@ -65,7 +65,7 @@ def test_held_out_split_feeds_the_history_and_the_test_set_only_the_reports(tmp_
         return real(model, x, *a, **k)
 
     monkeypatch.setattr(T, "predict_probs", recording)  # validation, in the loop
-    monkeypatch.setattr(experiment, "predict_probs", recording)  # the test set, at a milestone
+    monkeypatch.setattr(record, "predict_probs", recording)  # the test set, at a milestone
     config = make_config("spec-he", **TINY, epochs=2, batch_size=32, precision="float32")
     run = tmp_path / "run"
     train_run(config, data, run, milestones=[2], **QUIET)

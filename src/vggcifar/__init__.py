@@ -116,3 +116,15 @@ if "keras" not in _sys.modules and not _os.environ.get("KERAS_BACKEND"):
     _os.environ["KERAS_BACKEND"], BACKEND_CHOICE = default_backend()
 elif "keras" in _sys.modules:
     BACKEND_CHOICE = "keras was imported first"
+
+#: The library's functions (vggcifar.api), loaded on first use: importing the
+#: package stays free of Keras.
+__all__ = ["build_model", "train", "experiment", "evaluate", "predict", "load_data", "Run", "Results"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from vggcifar import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'vggcifar' has no attribute {name!r}")

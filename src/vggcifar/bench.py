@@ -5,9 +5,9 @@ warm-up that is not timed (graph building, allocator and kernel selection).
 Each figure is the median of several timed windows, with their min and max:
 the machine may be shared, so compare ratios measured in one run.
 
-The training figure goes through ``vggcifar.train``'s own functions
-(``build_training``, ``chunks``, ``make_runner``):
-what is measured is what ``vggcifar train`` runs. The baseline is the spec's
+The training figure goes through the training path's own functions (the
+settings resolved by vggcifar.settings, vggcifar.build's model, vggcifar.order's
+calls, vggcifar.loop's runner): what is measured is what ``vggcifar train`` runs. The baseline is the spec's
 plain usage on the same backend and device: float32 images scaled up front,
 the ZeroPadding2D model, ``model.fit`` with its defaults (shuffle, one
 ``fit`` call, the same optimizer and batch size).
@@ -36,7 +36,6 @@ import numpy as np
 import keras
 
 from vggcifar import backend
-from vggcifar.budget import steps_per_epoch as count_steps
 from vggcifar.inference import INFERENCE_BATCH
 
 #: Work of one training step per forward pass: the forward pass, the
@@ -54,9 +53,10 @@ class BenchPlan:
     steps_per_window: int = 6  # training steps in one window
     predict_batches_per_window: int = 4  # inference batches in one window
     baseline: bool = True  # also time the spec's plain usage
+    images: int = 50000  # synthetic training images held in memory, as many as CIFAR-10's
 
     def __post_init__(self):
-        for name in ("warmup_steps", "windows", "steps_per_window", "predict_batches_per_window"):
+        for name in ("warmup_steps", "windows", "steps_per_window", "predict_batches_per_window", "images"):
             value = getattr(self, name)
             minimum = 0 if name == "warmup_steps" else 1
             if not isinstance(value, int) or value < minimum:
@@ -68,7 +68,7 @@ class BenchPlan:
 
 
 FULL = BenchPlan()
-QUICK = BenchPlan(warmup_steps=2, windows=5, steps_per_window=2, predict_batches_per_window=2)
+QUICK = BenchPlan(warmup_steps=2, windows=5, steps_per_window=2, predict_batches_per_window=2, images=5000)
 
 #: On an accelerator every timed window holds at least this many images, in
 #: training and in inference: 0.3-1 s of work at the 15,000-50,000 img/s one
@@ -206,22 +206,23 @@ def peak_rss_mib() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-def measure_training(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
-    """Images/s of ``vggcifar train``'s own steps on ``config``: the same model
-    build, shuffle, batch calls and runner (``vggcifar.train.make_runner``),
-    ``steps_per_execution`` steps a call. A window is at least one call."""
-    from vggcifar import backend
-    from vggcifar import train as T
+def measure_training(settings, x, y, num_classes: int, plan: BenchPlan) -> dict:
+    """Images/s of ``vggcifar train``'s own steps under ``settings`` (from
+    vggcifar.settings.resolve): the same model build, shuffle, batch calls and
+    runner, ``steps_per_execution`` steps a call. A window is at least one call."""
+    from vggcifar import loop as T
+    from vggcifar.build import build_training
+    from vggcifar.order import chunks
 
+    config = settings.config
     n = len(x)
     bs = config.batch_size
-    steps_per_epoch = count_steps(n, bs)
-    per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
+    per_call = config.steps_per_execution
     t0 = time.perf_counter()
-    model, train_model = T.build_training(config, num_classes, steps_per_epoch)
+    model, train_model = build_training(config, num_classes, settings.steps_per_epoch)
     runner = T.make_runner(train_model, x, y, num_classes, per_call=per_call)
     build_seconds = time.perf_counter() - t0
-    stream = T.chunks(config.seed, n, bs, per_call)  # the same shuffle, calls and epoch rollover as fit's
+    stream = chunks(config.seed, n, bs, per_call)  # the same shuffle, calls and epoch rollover as fit's
 
     def steps(count: int) -> tuple[int, int]:
         """At least ``count`` steps in whole calls: (steps, images)."""
@@ -238,7 +239,7 @@ def measure_training(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
     t0 = time.perf_counter()
     steps(max(1, plan.warmup_steps))
     warmup_seconds = time.perf_counter() - t0
-    cost = step_cost(runner, next(T.chunks(config.seed, n, bs, 1))[2])
+    cost = step_cost(runner, next(chunks(config.seed, n, bs, 1))[2])
     rates, busy, steps_per_second = [], [], []
     for _ in range(plan.windows):
         c0, t0 = time.process_time(), time.perf_counter()
@@ -287,19 +288,20 @@ class _StepTimes(keras.callbacks.Callback):
 def baseline_model(config, num_classes: int) -> keras.Model:
     """The spec's model as the spec builds it: ZeroPadding2D + valid convs,
     channels-last, float32 input already scaled (no Rescaling layer)."""
-    from vggcifar.model import build_vgg
+    from vggcifar.build import dtype_policy
+    from vggcifar.model import SPEC_PADDING, build_vgg
 
-    keras.config.set_dtype_policy("float32")  # the spec's: whatever policy our path ran under
-    return build_vgg(config.model, num_classes=num_classes, width=config.width, dense_units=config.dense_units,
-                     dropout=config.dropout, batch_norm=config.batch_norm, padding="explicit",
-                     data_format="channels_last")
+    with dtype_policy("float32"):  # the spec's, whatever policy our path ran under
+        return build_vgg(config.model, num_classes=num_classes, width=config.width, dense_units=config.dense_units,
+                         dropout=config.dropout, batch_norm=config.batch_norm, padding=SPEC_PADDING,
+                         data_format="channels_last")
 
 
 def measure_baseline(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
     """The spec's plain usage: float32 images scaled up front, the
     ZeroPadding2D model, one ``model.fit`` call with its defaults (shuffle,
     its own data adapter), the same optimizer and batch size as ours."""
-    from vggcifar import train as T
+    from vggcifar.build import make_optimizer
 
     steps = plan.warmup_steps + plan.timed_steps
     bs = config.batch_size
@@ -309,7 +311,7 @@ def measure_baseline(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
     x_float = x[idx].astype("float32") / 255  # the spec: x_train.astype('float32'); x_train /= 255
     y_onehot = keras.utils.to_categorical(y[idx], num_classes)
     model = baseline_model(config, num_classes)
-    model.compile(optimizer=T.make_optimizer(config, steps), loss="categorical_crossentropy",
+    model.compile(optimizer=make_optimizer(config, steps), loss="categorical_crossentropy",
                   metrics=["accuracy"])
     timer = _StepTimes()
     model.fit(x_float, y_onehot, batch_size=bs, epochs=1, verbose=0, callbacks=[timer])
@@ -330,7 +332,20 @@ def measure_baseline(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
 # --------------------------------------------------------------------------- #
 # the whole benchmark
 # --------------------------------------------------------------------------- #
-def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_classes: int = 10,
+def run_benchmark_for(recipe: str = "spec", *, quick: bool = False, baseline: bool = True, images: int | None = None,
+                      windows: int | None = None, steps_per_window: int | None = None, **settings) -> dict:
+    """``run_benchmark`` as `vggcifar bench` asks for it: ``recipe`` with
+    ``settings`` (config fields; None: the recipe's), the QUICK or FULL plan
+    with what is given in place of its own values."""
+    from vggcifar.config import make_config
+
+    plan = QUICK if quick else FULL
+    plan = dataclasses.replace(plan, baseline=baseline, windows=windows or plan.windows,
+                               steps_per_window=steps_per_window or plan.steps_per_window)
+    return run_benchmark(make_config(recipe, **settings), images=images or plan.images, plan=plan)
+
+
+def run_benchmark(config, *, images: int | None = None, plan: BenchPlan = FULL, num_classes: int = 10,
                   seed: int = 0) -> dict:
     """Every figure of ``vggcifar bench`` as one JSON-ready dict.
 
@@ -339,20 +354,25 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
     ``peak_rss_mib`` is the whole process's, baseline included.
     """
     from vggcifar.data import load_synthetic
+    from vggcifar.settings import resolve
 
     started = time.perf_counter()
     backend.configure_process()  # before anything compiles
+    images = images or plan.images
     plan = plan_for_device(plan, backend.device_info()["kind"], config.batch_size)
     data = load_synthetic(train=images, test=1, seed=seed)
     x, y = data.x_train, data.y_train
-    train = measure_training(config, x, y, num_classes, plan)
+    # Every image is trained on: no validation split (a bench validates nothing).
+    settings = resolve(dataclasses.replace(config, validate_on_test=True, val_split=0), images)
+    config = settings.config
+    train = measure_training(settings, x, y, num_classes, plan)
     model = train["model"]
     predict = measure_inference(model, x, plan)
     train_rss = peak_rss_mib()
     forward = flops(model)
     per_train_image = TRAIN_FORWARD_PASSES * forward
     env = backend.environment()
-    precision = backend.resolve_precision(config.precision)
+    precision = config.precision
     compute_dtype = keras.DTypePolicy(precision).compute_dtype
     peak = matmul_peak_gflops(numpy=env["device"].get("kind") == "cpu", dtype=compute_dtype)
     train_ips = train["images_per_second"]["median"]
@@ -367,7 +387,7 @@ def run_benchmark(config, *, images: int = 10000, plan: BenchPlan = FULL, num_cl
         "width": config.width,
         "dense_units": config.dense_units,
         "padding": config.padding,
-        "data_format": backend.resolve_data_format(config.data_format),
+        "data_format": config.data_format,
         "batch_size": config.batch_size,
         "images": images,
         "plan": {"warmup_steps": plan.warmup_steps, "windows": plan.windows,

@@ -110,6 +110,13 @@ def timeouts(environ=None) -> dict[str, int]:
     return out
 
 
+def wanted(hosts: dict, environ=None) -> bool:
+    """Whether a training command joins several processes: ``hosts`` (the
+    options, by MULTI_HOST_ENV's keys, None: not given) or Keras' variables say so."""
+    environ = os.environ if environ is None else environ
+    return any(hosts.get(arg) is not None or environ.get(var) for arg, var in MULTI_HOST_ENV.items())
+
+
 def collective_failed(exc: BaseException) -> bool:
     """Whether ``exc`` is a collective across processes failing because a peer went away."""
     return bool(_COLLECTIVE_FAILURE.search(str(exc)))

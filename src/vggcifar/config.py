@@ -1,8 +1,11 @@
 """One typed training config, each field with its unit, meaning and source; recipes are named overrides of its defaults.
 
-The defaults are the spec's recipe exactly. Every other recipe lists only what
-it changes, each value beside where it comes from. How `vggcifar recipes`
-shows all this is rendering (``vggcifar.report.recipe_settings``).
+The defaults are the spec's recipe: its network and its training settings,
+the network's padded convolutions computed as one layer each (the same
+function, faster; the spec's own layers are vggcifar.model.SPEC_PADDING, what
+`vggcifar summary` draws). Every other recipe lists only what it changes,
+each value beside where it comes from. How `vggcifar recipes` shows all this
+is rendering (``vggcifar.report.recipe_settings``).
 Importing this module imports no Keras backend.
 """
 
@@ -146,7 +149,7 @@ DEFAULT_VAL_SPLIT = 5000
 VAL_SHARE = 0.1
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 AUGMENTATIONS = ("crop", "flip", "cutout")
-#: The optimizer every recipe uses (vggcifar.train.make_optimizer).
+#: The optimizer every recipe uses (vggcifar.build.make_optimizer).
 OPTIMIZER = "SGD"
 
 #: What the learning recipes share, each value with its source: SGD with

@@ -242,9 +242,16 @@ def load_dataset(data: str | os.PathLike | None = None, dataset: str | None = "c
     return loaded.limit(limit_train, limit_test)
 
 
+def data_source(data=None, dataset: str | None = None, url: str | None = None, sha256: str | None = None) -> dict:
+    """Where a run's data comes from, as run.json keeps it and ``load_source``
+    reads it: ``data`` (a local path), ``dataset`` (a name), a mirror's ``url``
+    and the archive's expected ``sha256``; None: not given."""
+    return {"data": None if data is None else os.fspath(data), "dataset": dataset, "url": url, "sha256": sha256}
+
+
 def load_source(source: dict, **kwargs) -> CifarData:
-    """``load_dataset`` for a data record: the command line's data options, or
-    the ``"data"`` a run wrote to its run.json (``data``, ``dataset``, ``url``,
-    ``sha256``; missing keys: the defaults). ``kwargs`` go to ``load_dataset``."""
+    """``load_dataset`` for a data source (``data_source``: the command line's
+    data options, or what a run wrote to its run.json; missing keys: the
+    defaults). ``kwargs`` go to ``load_dataset``."""
     return load_dataset(source.get("data"), source.get("dataset"), url=source.get("url"),
                         sha256=source.get("sha256"), **kwargs)

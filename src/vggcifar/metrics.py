@@ -8,7 +8,7 @@ import numpy as np
 COLLAPSE_SHARE = 0.9
 #: Keras clips probabilities by this epsilon in its cross-entropy.
 EPSILON = 1e-7
-#: The train/inference check (vggcifar.train.fit, after every epoch) compares the
+#: The train/inference check (vggcifar.loop.fit, after every epoch) compares the
 #: epoch's running training accuracy (training mode: batch statistics, dropout,
 #: augmentation) with the inference-mode accuracy on a fixed sample of at most
 #: this many training images, unaugmented.

@@ -27,6 +27,9 @@ CONFIGS: dict[str, list[int | str]] = {
 
 DATA_FORMATS = ("channels_last", "channels_first")
 PADDINGS = ("explicit", "same")
+#: The spec's layers: ZeroPadding2D((1, 1)) then a valid 3x3 conv. A training
+#: config computes the same function as one padded conv (vggcifar.config).
+SPEC_PADDING = "explicit"
 INPUT_LAYOUTS = ("model", "channels_last")
 
 
@@ -68,7 +71,7 @@ def build_vgg(
     data_format: str = "channels_last",
     batch_norm: bool = False,
     bn_momentum: float = 0.99,
-    padding: str = "explicit",
+    padding: str = SPEC_PADDING,
     dense_units: int = 4096,
     dropout: float = 0.5,
     kernel_initializer: str = "glorot_uniform",

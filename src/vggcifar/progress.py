@@ -61,17 +61,22 @@ class Progress:
     """The lines of one training run, through ``log`` (print by default).
 
     ``interactive`` (default: whether stdout is a terminal) chooses Keras'
-    progress bar, redrawn in place, or at most ``PLAIN_LINES`` plain lines an
-    epoch: no escape codes, and a log of the same size however long the epoch
-    (nohup, SLURM, CI). ``verbose=0`` leaves out both and the epoch header.
+    progress bar, redrawn in place, or plain lines with no escape codes (nohup,
+    SLURM, CI): the run's first at the first tenth of its first epoch (its
+    speed, early), then one each time the epoch passes another tenth once
+    ``PLAIN_SECONDS`` of training have passed since the last one: at most
+    ``PLAIN_LINES`` an epoch, none for a short epoch, a sign of life every half
+    minute or so in a long one. ``verbose=0`` leaves out both and the epoch header.
     ``batch_size`` gives the plain lines their images per second; with
     ``images`` (an epoch's) too, the first estimate knows whether a short last
     batch will compile the step again.
     """
 
     #: Plain-text progress lines an epoch at most (one each tenth of it, the
-    #: last tenth left to the epoch's own line).
+    #: last tenth left to the epoch's own line)...
     PLAIN_LINES = 9
+    #: ...and this many seconds of training at least between two of them.
+    PLAIN_SECONDS = 30.0
     #: The first estimate waits for this many compiled steps...
     ESTIMATE_MIN_STEPS = 3
     #: ...and this many seconds of them: a few steps on a shared CPU vary 2x.
@@ -98,6 +103,7 @@ class Progress:
         self._ended_an_epoch = False  # in this process: the short last batch has compiled
         self._line_step = 0  # the step of the last plain line
         self._line_chunks: list[tuple[int, float]] = []  # since then
+        self._line_spent: float | None = None  # training seconds in this process at the last plain line
 
     # ---- the loop's calls -----------------------------------------------------
     def resumed(self, epoch: int, step_in_epoch: int, global_step: int) -> None:
@@ -183,11 +189,15 @@ class Progress:
 
     # ---- plain lines --------------------------------------------------------------
     def _plain_line(self, step: int, loss: float, accuracy: float) -> None:
-        """A line each time the epoch passes another tenth, never at its end
-        (the epoch's own line follows): at most PLAIN_LINES an epoch."""
+        """A line when the epoch passes another tenth, never at its end (the
+        epoch's own line follows), the first of the process at once and the
+        others PLAIN_SECONDS of training apart."""
         every = max(1, math.ceil(self.steps_per_epoch / (self.PLAIN_LINES + 1)))
         if step >= self.steps_per_epoch or step // every <= self._line_step // every:
             return
+        if self._line_spent is not None and self._spent - self._line_spent < self.PLAIN_SECONDS:
+            return
+        self._line_spent = self._spent
         parts = [f"loss {loss:.4f}", f"accuracy {accuracy:.4f}"]
         rate = steady_seconds_per_step(self._line_chunks)
         if rate:

@@ -21,6 +21,12 @@ SYNTHETIC_NOTE = ("> **Synthetic data.** These figures come from the synthetic C
                   "they show that the pipeline works, nothing about VGG-16 on CIFAR-10.")
 
 
+def finished_line(metrics: dict, report) -> str:
+    """The line that ends a run: its final accuracy and where its report is."""
+    return (f"test accuracy after {metrics['epoch']} epochs: {100 * metrics['test_accuracy']:.2f}%; "
+            f"report: {report}")
+
+
 def collapse_message(metrics: dict) -> str | None:
     c = metrics.get("collapse")
     if not c:
@@ -224,7 +230,7 @@ def render(
 # recipes side by side
 # --------------------------------------------------------------------------- #
 def comparison_markdown(comparison: dict) -> str:
-    """comparison.md from ``vggcifar.experiment.compare_runs``' (or ``vggcifar.seeds.compare_seed_runs``') result."""
+    """comparison.md from ``vggcifar.runs.compare_runs``' (or ``vggcifar.seeds.compare_seed_runs``') result."""
     milestones = comparison["milestones"]
     out = [f"# VGG-16 on {comparison.get('dataset') or 'unknown data'}: recipes compared", ""]
     if comparison.get("synthetic"):
@@ -385,3 +391,37 @@ def recipes_text(name: str | None = None) -> str:
     from vggcifar.config import RECIPE_SOURCES, RECIPES
 
     return recipes_markdown({n: recipe_settings(n) for n in ([name] if name else RECIPES)}, RECIPE_SOURCES)
+
+
+def data_lines(d) -> list[str]:
+    """`vggcifar data info`: where a data set comes from, its hashes, and its images per class."""
+    import numpy as np
+
+    official = d.extra.get("official_name")
+    layout = f" ({d.extra['container']}, {d.extra['format']} layout)" if "format" in d.extra else ""
+    lines = [
+        f"source:   {d.source}{layout}",
+        f"dataset:  {d.name}{' (synthetic)' if d.synthetic else ''}, {d.num_classes} classes, "
+        f"{len(d.x_train)} train + {len(d.x_test)} test images",
+    ]
+    if d.sha256:
+        lines += [f"sha256:   {d.sha256}", f"md5:      {d.extra.get('md5')}"]
+    lines.append(f"official: {f'yes, the bytes of {official}' if official else 'no'}")
+    train = np.bincount(d.y_train, minlength=d.num_classes)
+    test = np.bincount(d.y_test, minlength=d.num_classes)
+    width = max(len("class"), *map(len, d.class_names))
+    lines.append(f"{'class':<{width}}  {'train':>6}  {'test':>6}")
+    lines += [f"{n:<{width}}  {a:>6}  {b:>6}" for n, a, b in zip(d.class_names, train, test)]
+    return lines
+
+
+def predictions_text(results: list[dict]) -> str:
+    """`vggcifar predict`: each picture's path and its most probable classes (pictures in error left out)."""
+    out = []
+    for r in results:
+        if "top_k" in r:
+            width = max(len(t["label"]) for t in r["top_k"])
+            out.append(r["path"])
+            out += [f"  {t['label']:<{width}}  {100 * t['probability']:6.2f}%" for t in r["top_k"]]
+    return "".join(line + "\n" for line in out)
+

@@ -34,32 +34,7 @@ import numpy as np
 import keras
 
 from vggcifar import backend
-
-
-class CallRows(np.ndarray):
-    """The (k, b) rows of one call, as a view of its epoch's order: ``order``
-    holds every row of the epoch in step order (one int32 array for the whole
-    epoch, the short last batch included), ``first`` is the epoch's step the
-    call starts at and ``stride`` the epoch's batch size (step s's rows start
-    at ``order[s * stride]``). A runner that keeps the order on the device
-    puts it there once an epoch; it reads a plain array's rows as their own order."""
-
-    order: np.ndarray
-    first: int
-    stride: int
-
-    @classmethod
-    def of(cls, order: np.ndarray, first: int, stop: int, stride: int) -> "CallRows":
-        """Steps ``first`` to ``stop`` (excluded) of an epoch whose rows, in step order, are ``order``."""
-        start, end = first * stride, min(stop * stride, len(order))
-        rows = order[start:end].reshape(stop - first, -1).view(cls)
-        rows.order, rows.first, rows.stride = order, first, stride
-        return rows
-
-    def __array_finalize__(self, obj):
-        self.order = getattr(obj, "order", None)
-        self.first = getattr(obj, "first", 0)
-        self.stride = getattr(obj, "stride", 0)
+from vggcifar.order import CallRows
 
 
 def call_order(rows) -> tuple[np.ndarray, int, int]:
