@@ -17,10 +17,11 @@ FLOORS = {
     "cli": 7, "__main__": 7, "options": 7,
     "api": 6,
     "runs": 5, "bench": 5, "seeds": 5,
-    "loop": 4, "evaluation": 4, "prediction": 4, "report": 4, "record": 4, "hooks": 3,
+    "loop": 4, "evaluation": 4, "prediction": 4, "report": 4, "record": 4, "comparison": 4, "hooks": 3,
     "inference": 3, "checkpoint": 3, "progress": 3, "plots": 3, "steps": 3, "liveview": 3, "build": 3, "settings": 3,
     "model": 2, "data": 2, "cifarfiles": 2, "download": 2, "rundir": 2, "backend": 2, "config": 2,
     "table": 2, "images": 2, "fixtures": 2, "budget": 2, "order": 2, "request": 2, "supervisor": 2,
+    "imagefolder": 2,
     "fsutil": 1, "metrics": 1, "safepickle": 1, "quietlog": 1, "cluster": 1, "stops": 1,
 }
 
@@ -114,7 +115,8 @@ def _strings(path: Path) -> list[str]:
 @pytest.mark.parametrize("name", ["metrics.json", "history.csv", "config.json", "run.json", "environment.json",
                                   "model.keras", "confusion_matrix.csv", "confusion_matrix.png", "curves.png",
                                   "report.md", "comparison.md", "comparison.json", "checkpoints",
-                                  "mistakes.png", "recall.png", "tensorboard", "seeds.json"])
+                                  "mistakes.png", "recall.png", "tensorboard", "seeds.json",
+                                  "validation_curves.png"])
 def test_each_run_folder_name_is_spelled_in_one_module(name):
     # A name as the code uses it for a path: the whole string, or a path's
     # first or last part (prose in messages may mention a file).
@@ -126,14 +128,19 @@ def test_each_run_folder_name_is_spelled_in_one_module(name):
 
 
 def test_commands_that_build_no_model_import_no_backend(tmp_path):
-    # `vggcifar --help`, `recipes` and `data info` answer without keras (5-6 s
+    # `vggcifar --help`, `recipes`, `data info` and `compare` answer without keras (5-6 s
     # of imports with TensorFlow); the control line shows the check can fail.
     # One process runs them all, checking after each (keras, once imported,
     # would stay in sys.modules), and the control once at the end.
-    from vggcifar import fixtures
+    from vggcifar import fixtures, fsutil
 
     archive = fixtures.write_archive(tmp_path / "c.tar.gz", *fixtures.random_arrays(10, 4))
-    commands = [["--help"], ["recipes"], ["recipes", "spec", "--json"], ["data", "info", str(archive)]]
+    run = tmp_path / "run"  # a run folder's records, enough for `compare`
+    fsutil.write_json(run / "run.json", {"milestones": [1], "data": {}})
+    fsutil.write_json(run / "metrics.json", {"epoch": 1, "test_accuracy": 0.5, "status": "complete"})
+    (run / "history.csv").write_text("epoch,val_loss,val_accuracy\n1,1.0,0.5\n")
+    commands = [["--help"], ["recipes"], ["recipes", "spec", "--json"], ["data", "info", str(archive)],
+                ["compare", str(run), "--output", str(tmp_path / "cmp")]]
     code = (
         "import sys\n"
         "from vggcifar.cli import main\n"

@@ -152,3 +152,34 @@ def test_counts_are_integers_and_small_cases():
     assert metrics.collapse([2], 3) == {"class": 2, "share": 1.0}
     # A lead of exactly 0.2 over chance (5 classes: 0.4 - 0.2) is enough to compare.
     assert metrics.mode_mismatch(0.4, 0.2, 5) is True
+
+
+def test_top_5_accuracy_agrees_with_scikit_learn():
+    from sklearn.metrics import top_k_accuracy_score
+
+    for k, n, seed in ((10, 300, 0), (6, 40, 1), (100, 500, 2)):
+        probs, y = random_predictions(n=n, k=k, seed=seed)  # continuous: no ties, where the two could differ
+        expected = top_k_accuracy_score(y, probs, k=5, labels=range(k))
+        assert metrics.top_k_accuracy(probs, y) == pytest.approx(expected)
+        assert metrics.summarize(probs, y, [str(i) for i in range(k)])["top_5_accuracy"] == pytest.approx(expected)
+    # Five classes or fewer: none, not a trivial 100%.
+    for k in (4, 5):
+        probs, y = random_predictions(n=20, k=k)
+        with pytest.warns(UserWarning, match="meaningless"):  # scikit-learn says so too
+            assert top_k_accuracy_score(y, probs, k=5, labels=range(k)) == 1.0
+        assert metrics.top_k_accuracy(probs, y) is None
+        assert metrics.summarize(probs, y, list("abcde")[:k])["top_5_accuracy"] is None
+
+
+def test_top_k_ranks_as_predict_does():
+    # Ties go to the lower class index, as `vggcifar predict` lists them:
+    # class 5 ties with 0..4 and is ranked sixth, so it is not in the top 5.
+    probs = np.full((1, 6), 1 / 6)
+    assert metrics.ranking(probs)[0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert metrics.top_k_accuracy(probs, [5]) == 0.0 and metrics.top_k_accuracy(probs, [4]) == 1.0
+    from vggcifar.prediction import top_k
+
+    assert [t["class"] for t in top_k(probs[0], list("abcdef"), 6)] == metrics.ranking(probs)[0].tolist()
+    # A hand-worked case: true classes ranked 1st, 5th and 6th.
+    probs = np.array([[.5, .1, .1, .1, .1, .1], [.30, .25, .2, .15, .06, .04], [.30, .25, .2, .15, .06, .04]])
+    assert metrics.top_k_accuracy(probs, [0, 4, 5]) == pytest.approx(2 / 3)

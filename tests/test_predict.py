@@ -452,3 +452,59 @@ def test_a_run_folders_own_class_names_are_used(tmp_path, pictures, capsys):
     assert main(["predict", str(run / "model.keras"), str(pictures[0]), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert sorted(t["label"] for t in doc[0]["top_k"]) == ["class 0", "class 1", "class 2"]
+
+
+# ------------------------------------------------------------------ folders
+@pytest.fixture()
+def album(tmp_path):
+    """A folder: two pictures and a text file, a hidden file, a subfolder with
+    a picture and an empty subfolder."""
+    root = tmp_path / "album"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "empty").mkdir()
+    Image.fromarray(_noise(40, 40, 5)).save(root / "b.png")
+    Image.fromarray(_noise(20, 30, 6)).save(root / "a.jpg")
+    (root / "c.txt").write_text("not a picture\n")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    Image.fromarray(_noise(32, 32, 7)).save(root / "sub" / "z.png")
+    Image.fromarray(_noise(32, 32, 8)).save(root / "sub" / "deeper" / "y.png")
+    return root
+
+
+def test_a_folder_is_its_files_sorted(model_path, album):
+    from vggcifar.prediction import picture_paths, predict_files
+
+    assert picture_paths([album]) == [album / "a.jpg", album / "b.png", album / "c.txt"]
+    assert picture_paths([album], recursive=True) == [album / "a.jpg", album / "b.png", album / "c.txt",
+                                                      album / "sub" / "deeper" / "y.png", album / "sub" / "z.png"]
+    results = predict_files(model_path, [album, album / "sub" / "z.png"], top=2)
+    assert [r["path"] for r in results] == [str(album / n) for n in ("a.jpg", "b.png", "c.txt", "sub/z.png")]
+    assert "is not a PNG or JPEG image" in results[2]["error"]
+    # Each answer is the one its file gets alone.
+    for r in (results[0], results[1], results[3]):
+        alone = predict_files(model_path, [r["path"]], top=2)[0]
+        assert [t["class"] for t in r["top_k"]] == [t["class"] for t in alone["top_k"]]
+
+
+def test_cli_reads_folders_and_subfolders_with_recursive(model_path, album, capsys):
+    assert main(["predict", str(model_path), str(album), "--json"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert [Path(r["path"]).name for r in doc] == ["a.jpg", "b.png", "c.txt"]
+    assert main(["predict", str(model_path), str(album), "--recursive", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert [Path(r["path"]).name for r in json.loads(out)] == ["a.jpg", "b.png", "c.txt", "y.png", "z.png"]
+    assert err.count("vggcifar: error: ") == 1 and "c.txt" in err
+    assert main(["predict", str(model_path), str(album / "sub"), "--top-k", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(album / "sub" / "z.png") and len(out) == 2
+
+
+def test_folders_without_pictures_are_answered_in_one_line(model_path, album, capsys):
+    assert main(["predict", str(model_path), str(album / "empty"), str(album / "sub" / "deeper")]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == str(album / "sub" / "deeper" / "y.png")
+    assert err.strip() == f"vggcifar: error: {album / 'empty'}: a folder with no picture files in it"
+    (album / "only").mkdir()
+    (album / "only" / "inner").mkdir()
+    assert main(["predict", str(model_path), str(album / "only")]) == 2
+    assert "only folders; add --recursive to read them" in capsys.readouterr().err

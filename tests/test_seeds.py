@@ -11,8 +11,8 @@ from conftest import TINY_ARGS
 from vggcifar import fsutil
 from vggcifar.cli import main
 from vggcifar.metrics import mean_std
+from vggcifar.comparison import compare_runs, summarize_seeds
 from vggcifar.report import comparison_markdown, seeds_markdown
-from vggcifar.seeds import compare_seed_runs, summarize_seeds
 
 
 def test_mean_std_is_the_sample_statistics():
@@ -39,10 +39,11 @@ def _fake_seed(folder, seed, accuracies, status, milestones=(1, 2)):
 
 
 def test_summary_from_seed_folders(tmp_path):
-    _fake_seed(tmp_path / "seed-0", 0, [0.5, 0.7], "complete")
-    _fake_seed(tmp_path / "seed-1", 1, [0.6, 0.9], "complete")
-    _fake_seed(tmp_path / "seed-2", 2, [0.4], "failed")  # diverged in epoch 2
-    s = summarize_seeds(tmp_path, [0, 1, 2])
+    a = tmp_path / "a"
+    _fake_seed(a / "seed-0", 0, [0.5, 0.7], "complete")
+    _fake_seed(a / "seed-1", 1, [0.6, 0.9], "complete")
+    _fake_seed(a / "seed-2", 2, [0.4], "failed")  # diverged in epoch 2
+    s = summarize_seeds(a, [0, 1, 2])
     assert s["seeds"] == [0, 1, 2] and s["recipe"] == "spec-he" and s["class_names"] == ["a", "b"]
     one, two = s["milestones"]["1"], s["milestones"]["2"]
     assert one["test_accuracy"] == [0.5, 0.6, 0.4] and one["n"] == 3 and one["seeds"] == [0, 1, 2]
@@ -51,23 +52,28 @@ def test_summary_from_seed_folders(tmp_path):
     assert one["confusion_matrix"] == [[1 + 2 + 3, 3], [6, 9]] and two["confusion_matrix"] == [[2 + 3, 2], [4, 6]]
     assert two["train_seconds"] == pytest.approx(statistics.mean([20.0, 21.0]))
     assert [r["status"] for r in s["runs"]] == ["complete", "complete", "failed"]
+    assert one["top_5_accuracy"] == {"mean": None, "std": None, "n": 0}  # two classes: never measured
     md = seeds_markdown(s)
-    assert "| 1 | 50.00% ± 10.00% (3) | 0:00:11 |" in md
+    assert "| 1 | 50.00% ± 10.00% (3) | 0:00:11 |" in md and "top-5" not in md
     assert "| [seed 2](seed-2/report.md) | 40.00% | — | failed | no | 0:00:12 |" in md
     assert "* epochs = 2, 2 seeds (0, 1):" in md
 
     # Compared with another recipe over one seed: mean ± std (n); one seed has no std.
-    fsutil.write_json(tmp_path / "a" / "seeds.json", s)
+    fsutil.write_json(a / "seeds.json", s)
     _fake_seed(tmp_path / "b" / "seed-5", 5, [0.3, 0.35], "complete")
     fsutil.write_json(tmp_path / "b" / "seeds.json", summarize_seeds(tmp_path / "b", [5]))
-    table = compare_seed_runs(tmp_path, ["a", "b"])
-    a, b = table["rows"]
-    assert a["status"] == "2 of 3 seeds complete" and a["final_accuracy"] is None
-    assert b["status"] == "complete" and b["final_accuracy"] == 0.35 and b["spread"]["final"] == {"std": None, "n": 1}
-    assert a["spread"]["2"] == {"std": pytest.approx(statistics.stdev([0.7, 0.9])), "n": 2}
+    table = compare_runs(tmp_path, ["a", "b"])
+    ra, rb = table["rows"]
+    assert ra["kind"] == rb["kind"] == "seeds" and ra["seeds"] == [0, 1, 2] and rb["seeds"] == [5]
+    assert ra["status"] == "2 of 3 seeds complete" and ra["final_accuracy"] is None
+    assert rb["status"] == "complete" and rb["final_accuracy"] == 0.35 and rb["spread"]["final"] == {"std": None, "n": 1}
+    assert ra["spread"]["2"] == {"std": pytest.approx(statistics.stdev([0.7, 0.9])), "n": 2}
+    # images/s: the mean of the seeds' own (100 images x epochs / seconds).
+    assert ra["images_per_second"] == pytest.approx(statistics.mean([100 * 2 / 20.0, 100 * 2 / 21.0, 100 * 1 / 12.0]))
     md = comparison_markdown(table)
-    assert "| [`a`](a/report.md) | 50.00% ± 10.00% (3) | 80.00% ± 14.14% (2) | 2 of 3 seeds complete |" in md
-    assert "| [`b`](b/report.md) | 30.00% ± — (1) | 35.00% ± — (1) | 35.00% ± — (1) |" in md
+    assert ("| [`a`](a/report.md) | spec-he | 2 | 50.00% ± 10.00% (3) | 80.00% ± 14.14% (2) | "
+            "2 of 3 seeds complete | — |") in md
+    assert "| [`b`](b/report.md) | spec-he | 2 | 30.00% ± — (1) | 35.00% ± — (1) | 35.00% ± — (1) | — |" in md
     assert "images/s is training images times epochs over that time.\n\nOver seeds: mean ± standard deviation" in md
 
     # Milestones in epoch order, also from a seeds.json read back (its keys sorted as text).

@@ -194,19 +194,24 @@ def evaluate(run_or_model, *, out=None, tta: str = "none", **data_options) -> di
     """What `vggcifar evaluate` writes, as a dict: ``run_or_model`` (a Run, a
     run folder or a .keras file: its files go to ``out``, default beside it;
     a Keras model: nothing is written) on the test set of ``data_options``
-    (``dataset``, ``data``, ``data_url``, ``data_sha256``, ``limit_test``;
-    a run folder's own by default)."""
+    (``dataset``, ``data``, ``data_url``, ``data_sha256``, ``data_test_share``,
+    ``limit_test``; a run folder's own by default)."""
     from vggcifar.evaluation import evaluate_path
 
-    source = {"data": data_options.pop("data", None), "dataset": data_options.pop("dataset", None),
-              "url": data_options.pop("data_url", None), "sha256": data_options.pop("data_sha256", None)}
+    from vggcifar.data import data_source
+
+    source = data_source(data_options.pop("data", None), data_options.pop("dataset", None),
+                         data_options.pop("data_url", None), data_options.pop("data_sha256", None),
+                         data_options.pop("data_test_share", None))
     limit_test = data_options.pop("limit_test", None)
     if data_options:
-        raise ValueError(f"evaluate takes dataset, data, data_url, data_sha256 and limit_test. "
+        raise ValueError(f"evaluate takes dataset, data, data_url, data_sha256, data_test_share and limit_test. "
                          f"Received: {', '.join(sorted(data_options))}")
     if isinstance(run_or_model, (Run, str, Path)):
         target = run_or_model.path if isinstance(run_or_model, Run) else run_or_model
-        metrics, _ = evaluate_path(target, **source, limit_test=limit_test, out_dir=out, tta=tta)
+        metrics, _ = evaluate_path(target, data=source["data"], dataset=source["dataset"], url=source["url"],
+                                   sha256=source["sha256"], test_share=source.get("test_share"),
+                                   limit_test=limit_test, out_dir=out, tta=tta)
         return metrics
     from vggcifar.data import load_source
     from vggcifar.inference import predict_tta
@@ -215,7 +220,7 @@ def evaluate(run_or_model, *, out=None, tta: str = "none", **data_options) -> di
     data = load_source(source, limit_train=1, limit_test=limit_test)
     probs = predict_tta(run_or_model, data.x_test, tta)
     return {**summarize(probs, data.y_test, data.class_names), "tta": tta, "synthetic": data.synthetic,
-            "subset": data.subset}
+            "subset": data.subset, "skipped_files": data.skipped}
 
 
 @_quiet
@@ -243,14 +248,14 @@ def predict(run_or_model, images, *, top_k: int = 3) -> list[list[tuple[str, flo
 
 
 def load_data(dataset: str | None = None, *, data=None, data_url: str | None = None, data_sha256: str | None = None,
-              limit_train: int | None = None, limit_test: int | None = None):
+              data_test_share: float | None = None, limit_train: int | None = None, limit_test: int | None = None):
     """The images and labels a run would train and test on, as
     ``keras.datasets.cifar10.load_data()`` returns them:
     ``(x_train, y_train), (x_test, y_test)``, uint8 pictures (N, 32, 32, 3)
     and labels of shape (N, 1); the result's ``class_names`` names them."""
     from vggcifar.data import data_source, load_source
 
-    d = load_source(data_source(data, dataset, data_url, data_sha256), limit_train=limit_train,
+    d = load_source(data_source(data, dataset, data_url, data_sha256, data_test_share), limit_train=limit_train,
                     limit_test=limit_test)
     return Dataset(((d.x_train, d.y_train.reshape(-1, 1)), (d.x_test, d.y_test.reshape(-1, 1))), d.class_names)
 

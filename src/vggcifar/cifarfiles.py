@@ -371,8 +371,15 @@ def _read_archive(path: Path) -> tuple[dict, str, str]:
 
 
 def _layout_in(folder: Path) -> _Layout | None:
+    """The layout whose batch files are in ``folder``. A folder named like a
+    batch is not one: CIFAR-100's ``train`` and ``test`` files share their
+    names with the folders of a folder of class folders."""
+    def present(name: str) -> bool:
+        path = folder / name
+        return path.exists() and not path.is_dir()
+
     for layout in _LAYOUTS:
-        if (folder / layout.test).exists() or (folder / layout.train[0]).exists():
+        if present(layout.test) or present(layout.train[0]):
             return layout
     return None
 
@@ -412,6 +419,16 @@ def _locate(path: Path, dataset: str | None) -> tuple[Path, _Layout | None]:
                 return candidate, _layout_in(candidate)
     raise DataError(f"{path}: no CIFAR data in this folder (expected data_batch_1..5 and test_batch, "
                     f"the .bin files, or an archive such as cifar-10-python.tar.gz)")
+
+
+def holds_cifar(path: str | os.PathLike, dataset: str | None = None) -> bool:
+    """Whether ``path`` is a file, or a folder that holds CIFAR data as
+    ``read_files`` finds it (nothing is read but the names in it)."""
+    try:
+        _locate(Path(path).expanduser(), dataset)
+    except DataError:
+        return False
+    return True
 
 
 def _official(sha256: str | None, md5: str | None) -> str | None:

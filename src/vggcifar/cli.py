@@ -99,21 +99,33 @@ def _cmd_data_info(args) -> int:
     from vggcifar.data import load_dataset
     from vggcifar.report import data_lines
 
-    print("\n".join(data_lines(load_dataset(args.path, args.dataset, download=False))))
+    d = load_dataset(args.path, args.dataset, download=False, test_share=args.test_share)
+    print("\n".join(data_lines(d)))
     return 0
 
 
 def _cmd_data_verify(args) -> int:
-    from vggcifar.data import read_cifar
+    from vggcifar.data import read_path
 
-    d = read_cifar(args.path, sha256=args.sha256)
+    d = read_path(args.path, sha256=args.sha256)
     if args.official and not d.official:
-        why = f"sha256 {d.sha256}" if d.sha256 else "a folder has no archive checksum; verify the archive"
+        why = (f"sha256 {d.sha256}" if d.sha256 and not d.class_folders
+               else "a folder has no archive checksum; verify the archive")
         raise ValueError(f"{d.source}: readable, but not the official archive ({why}); "
                          f"the official one is at https://www.cs.toronto.edu/~kriz/cifar.html")
-    official = f"official {d.extra['official_name']}" if d.official else "not the official archive"
-    print(f"ok: {d.source}: {d.name}, {len(d.x_train)} train + {len(d.x_test)} test images, "
-          f"{d.num_classes} classes, {official}")
+    if d.skipped:
+        for s in d.skipped:
+            print(f"{s['file']}: {s['reason']}", file=sys.stderr)
+        more = f" and {len(d.skipped) - 1} more, above" if len(d.skipped) > 1 else ""
+        them = "it" if len(d.skipped) == 1 else "them"
+        raise ValueError(f"{d.skipped[0]['file']}{more}: not a readable picture in a class folder; training "
+                         f"skips {them}: replace or remove {them}")
+    if d.class_folders:
+        what = f"{d.num_classes} classes in class folders, content sha256 {d.sha256}"
+    else:
+        what = f"{d.num_classes} classes, " + (f"official {d.extra['official_name']}" if d.official
+                                              else "not the official archive")
+    print(f"ok: {d.source}: {d.name}, {len(d.x_train)} train + {len(d.x_test)} test images, {what}")
     return 0
 
 
@@ -151,11 +163,18 @@ def _cmd_train(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from vggcifar.evaluation import evaluate_path
+    from vggcifar.metrics import TOP_K, TOP_K_KEY
+    from vggcifar.report import skipped_lines
+    from vggcifar.rundir import ResultDir
 
     metrics, out = evaluate_path(args.target, data=args.data, dataset=args.dataset, url=args.data_url,
-                                 sha256=args.data_sha256, limit_test=args.limit_test, out_dir=args.out, tta=args.tta)
+                                 sha256=args.data_sha256, test_share=args.data_test_share, limit_test=args.limit_test,
+                                 out_dir=args.out, tta=args.tta)
+    for line in skipped_lines(metrics["skipped_files"], ResultDir(out).metrics):
+        print(line)
     how = "" if args.tta == "none" else f" with {args.tta} test-time augmentation"
-    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% on {metrics['images']} images{how}; "
+    top = "" if metrics.get(TOP_K_KEY) is None else f" (top-{TOP_K}: {100 * metrics[TOP_K_KEY]:.2f}%)"
+    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}%{top} on {metrics['images']} images{how}; "
           f"files in {out}")
     return 0
 
@@ -166,12 +185,27 @@ def _cmd_predict(args) -> int:
     from vggcifar.prediction import predict_files
     from vggcifar.report import predictions_text
 
-    results = predict_files(args.model, args.images, top=args.top_k)
+    results = predict_files(args.model, args.images, top=args.top_k, recursive=args.recursive)
     sys.stdout.write(json.dumps(results, indent=2, allow_nan=False) + "\n" if args.json else predictions_text(results))
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"vggcifar: error: {r['error']}", file=sys.stderr)
     return STATUS_BAD_INPUT if failed else 0
+
+
+def _cmd_compare(args) -> int:
+    from vggcifar import comparison
+    from vggcifar.report import comparison_text
+
+    folders = comparison.check_folders(args.folders)
+    if args.output and comparison.folder_kind(args.output) in (comparison.RUN, comparison.SEEDS):
+        raise ValueError(f"--output {args.output} is a run folder; write the comparison to another folder")
+    table = comparison.compare_folders(folders, args.folders, relative_to=args.output)
+    sys.stdout.write(comparison_text(table))
+    if args.output:
+        written = comparison.write_comparison(args.output, table, comparison.validation_curves(folders, args.folders))
+        print(f"comparison: {written.markdown}")
+    return 0
 
 
 def _cmd_recipes(args) -> int:
@@ -213,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     return options.build_parser({"summary": _cmd_summary, "train": _cmd_train, "experiment": _cmd_train,
                                  "recipes": _cmd_recipes, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+                                 "compare": _cmd_compare,
                                  "data info": _cmd_data_info, "data verify": _cmd_data_verify, "bench": _cmd_bench})
 
 

@@ -1,14 +1,15 @@
-"""The datasets a run trains on: their in-memory form, class names, the synthetic set, and where each comes from (a local CIFAR path, the keras cache, a download).
+"""The datasets a run trains on: their in-memory form, class names, the synthetic set, and where each comes from (a local CIFAR path, a folder of class folders, the keras cache, a download).
 
 Images stay uint8, shape (N, 32, 32, 3), channels-last; labels are 1-D int
 arrays. Scaling to [0, 1] happens inside the model, so no float copy of a
 whole set is ever made.
 
 Entry points: ``load_dataset`` (what ``--data`` / ``--dataset`` ask for),
-``load_source`` (the same from a run's record), ``load_cifar`` (local path,
-keras cache, or download), ``read_cifar`` (local only), ``load_synthetic``.
+``load_source`` (the same from a run's record), ``read_path`` (a local CIFAR
+archive or folder, or a folder of class folders), ``load_cifar`` (local path,
+keras cache, or download), ``read_cifar`` (local CIFAR only), ``load_synthetic``.
 The official files themselves, and their safe parsing, are
-``vggcifar.cifarfiles``.
+``vggcifar.cifarfiles``; folders of class folders, ``vggcifar.imagefolder``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vggcifar.cifarfiles import ARCHIVES, SHA256_ENV, URL_ENV, DataError, find_cached, keras_cache_dir, read_files
+from vggcifar.cifarfiles import (ARCHIVES, SHA256_ENV, URL_ENV, DataError, find_cached, holds_cifar, keras_cache_dir,
+                                 read_files)
+from vggcifar import imagefolder
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -71,6 +74,17 @@ class CifarData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def class_folders(self) -> bool:
+        """Read from a folder of class folders (vggcifar.imagefolder)."""
+        return self.extra.get("format") == "class folders"
+
+    @property
+    def skipped(self) -> list[dict]:
+        """The files of a folder of class folders that are not readable
+        pictures, each as {"file", "reason"}; [] for every other source."""
+        return list(self.extra.get("skipped", []))
+
     def limit(self, train: int | None = None, test: int | None = None) -> "CifarData":
         """The first ``train`` / ``test`` images (views, no copies)."""
         if train is None and test is None:
@@ -89,7 +103,11 @@ class CifarData:
 
     def describe(self) -> dict:
         """Where the data came from, for environment.json and reports."""
-        return {
+        folders = {}
+        if self.class_folders:
+            folders = {k: self.extra.get(k) for k in ("format", "layout", "test_share", "split_seed")}
+            folders["skipped_files"] = len(self.skipped)
+        return {**folders,
             "name": self.name,
             "source": self.source,
             "sha256": self.sha256,
@@ -174,6 +192,25 @@ def read_cifar(path: str | os.PathLike, *, dataset: str | None = None, sha256: s
     return CifarData(**read_files(path, dataset=dataset, sha256=sha256))
 
 
+def read_path(path: str | os.PathLike, *, sha256: str | None = None, test_share: float | None = None,
+              split_seed: int | None = None, cache_dir: str | os.PathLike | None = None,
+              progress=True) -> CifarData:
+    """The data at a local ``path``: a CIFAR archive or its extracted folder
+    (``read_cifar``), else a folder of class folders (``vggcifar.imagefolder``:
+    ``test_share`` and ``split_seed`` make its test split when it has no
+    ``test/``; decoded once into a cache in ``cache_dir``'s Keras cache).
+    ``sha256``, when given, must match the archive's bytes or the folder's
+    content hash. Never downloads."""
+    if not holds_cifar(path) and imagefolder.is_class_folders(path):
+        return CifarData(**imagefolder.read_class_folders(path, sha256=sha256, test_share=test_share,
+                                                          split_seed=split_seed, cache_dir=cache_dir,
+                                                          progress=progress))
+    if test_share is not None:
+        raise DataError(f"{path}: --data-test-share splits a folder of class folders; this is CIFAR data, "
+                        "which has its own test set: drop the option")
+    return read_cifar(path, sha256=sha256)
+
+
 def load_cifar(source: str | os.PathLike | None = None, *, dataset: str | None = None, url: str | None = None,
                sha256: str | None = None, cache_dir: str | os.PathLike | None = None, progress=True,
                download: bool = True, retries: int = 3, timeout: float = 60.0) -> CifarData:
@@ -222,15 +259,20 @@ def load_cifar(source: str | os.PathLike | None = None, *, dataset: str | None =
 
 def load_dataset(data: str | os.PathLike | None = None, dataset: str | None = "cifar10", *,
                  synthetic_train: int | None = None, synthetic_test: int | None = None, seed: int = 0,
-                 limit_train: int | None = None, limit_test: int | None = None, **kwargs) -> CifarData:
-    """What ``--data PATH`` / ``--dataset NAME`` ask for: a local CIFAR path,
-    the synthetic set (of any size), or CIFAR from the cache or a download;
-    then its first ``limit_train`` / ``limit_test`` images. The synthetic set
-    is made at the limited size (default 50,000 + 10,000). ``kwargs`` go to
-    ``load_cifar``."""
+                 limit_train: int | None = None, limit_test: int | None = None, test_share: float | None = None,
+                 split_seed: int | None = None, **kwargs) -> CifarData:
+    """What ``--data PATH`` / ``--dataset NAME`` ask for: a local CIFAR path
+    or folder of class folders (``read_path``), the synthetic set (of any
+    size), or CIFAR from the cache or a download; then its first
+    ``limit_train`` / ``limit_test`` images. The synthetic set is made at the
+    limited size (default 50,000 + 10,000). ``kwargs`` go to ``load_cifar``."""
     dataset = dataset or "cifar10"
     if data is not None:
-        loaded = load_cifar(data, **kwargs)
+        local = {k: kwargs[k] for k in ("sha256", "cache_dir", "progress") if k in kwargs}
+        loaded = read_path(data, test_share=test_share, split_seed=split_seed, **local)
+    elif test_share is not None:
+        raise ValueError(f"--data-test-share splits a folder of class folders given with --data; the {dataset} "
+                         "set has its own test set: drop the option")
     elif dataset == "synthetic":
         loaded = load_synthetic(synthetic_train or limit_train or 50000, synthetic_test or limit_test or 10000, seed)
     elif dataset not in DATASETS:
@@ -242,16 +284,35 @@ def load_dataset(data: str | os.PathLike | None = None, dataset: str | None = "c
     return loaded.limit(limit_train, limit_test)
 
 
-def data_source(data=None, dataset: str | None = None, url: str | None = None, sha256: str | None = None) -> dict:
+def data_source(data=None, dataset: str | None = None, url: str | None = None, sha256: str | None = None,
+                test_share: float | None = None) -> dict:
     """Where a run's data comes from, as run.json keeps it and ``load_source``
     reads it: ``data`` (a local path), ``dataset`` (a name), a mirror's ``url``
-    and the archive's expected ``sha256``; None: not given."""
-    return {"data": None if data is None else os.fspath(data), "dataset": dataset, "url": url, "sha256": sha256}
+    and the archive's (or a folder of class folders') expected ``sha256``; a
+    folder of class folders' ``test_share`` when given; None: not given."""
+    source = {"data": None if data is None else os.fspath(data), "dataset": dataset, "url": url, "sha256": sha256}
+    if test_share is not None:
+        source["test_share"] = test_share
+    return source
 
 
 def load_source(source: dict, **kwargs) -> CifarData:
     """``load_dataset`` for a data source (``data_source``: the command line's
-    data options, or what a run wrote to its run.json; missing keys: the
-    defaults). ``kwargs`` go to ``load_dataset``."""
+    data options, or what a run wrote to its run.json, with a folder of class
+    folders' ``test_share`` and ``split_seed``; missing keys: the defaults).
+    ``kwargs`` go to ``load_dataset``."""
     return load_dataset(source.get("data"), source.get("dataset"), url=source.get("url"),
-                        sha256=source.get("sha256"), **kwargs)
+                        sha256=source.get("sha256"), test_share=source.get("test_share"),
+                        split_seed=source.get("split_seed"), **kwargs)
+
+
+def settled_source(source: dict, data: CifarData) -> dict:
+    """The data source ``source`` with what its loading settled written in:
+    a folder of class folders' test share and split seed, so that a resumed
+    run and `evaluate RUN_DIR` split the folder as this run did."""
+    if not data.class_folders:
+        return dict(source)
+    settled = {**source, "split_seed": data.extra["split_seed"]}
+    if "test_share" in data.extra:
+        settled["test_share"] = data.extra["test_share"]
+    return settled

@@ -27,17 +27,19 @@ def write_results(folder: ResultDir, metrics: dict, *, synthetic: bool, images) 
                 folder.recall_png)
 
 
-def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, limit_test=None, out_dir=None,
-                  tta="none"):
+def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, test_share=None, split_seed=None,
+                  limit_test=None, out_dir=None, tta="none"):
     """Evaluate ``target`` (a run folder or a .keras file) on the test set
     named by ``data`` / ``dataset`` (a run folder: its own, unless given;
-    ``url`` and ``sha256`` as for ``load_cifar``), with test-time augmentation
+    ``url`` and ``sha256`` as for ``load_cifar``; ``test_share`` and
+    ``split_seed`` as for ``vggcifar.data.read_path``), with test-time augmentation
     ``tta`` (see vggcifar.inference.TTA_MODES); returns (metrics, output folder).
     The default folder is ``evaluation``, ``evaluation-flip`` with flip TTA."""
     from vggcifar.data import load_source
     from vggcifar.metrics import summarize
 
-    source = {"data": data, "dataset": dataset, "url": url, "sha256": sha256}
+    source = {"data": data, "dataset": dataset, "url": url, "sha256": sha256, "test_share": test_share,
+              "split_seed": split_seed}
     target = Path(target)
     epoch = None
     if target.is_dir():
@@ -63,6 +65,7 @@ def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, lim
                          f"{cifar.num_classes} classes; pass the matching --data or --dataset")
     probs = predict_tta(model, cifar.x_test, tta)
     metrics = {"epoch": epoch, **summarize(probs, cifar.y_test, cifar.class_names), "tta": tta,
-               "model": str(model_path), "synthetic": cifar.synthetic, "subset": cifar.subset}
+               "model": str(model_path), "synthetic": cifar.synthetic, "subset": cifar.subset,
+               "skipped_files": cifar.skipped}
     write_results(out, metrics, synthetic=cifar.synthetic, images=cifar.x_test)
     return metrics, out.path

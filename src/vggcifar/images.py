@@ -48,6 +48,7 @@ results, as CIFAR's pictures are square.
 
 from __future__ import annotations
 
+import io
 import stat
 import struct
 import warnings
@@ -107,17 +108,17 @@ def _check_file(path: Path) -> None:
         raise ImageError(f"{path}: is empty (0 bytes); give a PNG or JPEG file")
 
 
-def _claimed_format(path: Path) -> str:
+def _claimed_format(f) -> str:
     """"PNG" or "JPEG" by the file's signature, for messages about a damaged file."""
-    with open(path, "rb") as f:
-        head = f.read(8)
+    f.seek(0)
+    head = f.read(8)
     return "PNG" if head.startswith(_PNG_SIGNATURE) else "JPEG" if head.startswith(_JPEG_SIGNATURE) else "image"
 
 
-def _diagnose_unreadable(path: Path) -> ImageError:
-    """Why Pillow's PNG and JPEG readers did not recognise ``path``."""
-    with open(path, "rb") as f:
-        head = f.read(24)
+def _diagnose_unreadable(f, path) -> ImageError:
+    """Why Pillow's PNG and JPEG readers did not recognise the file ``f`` (named ``path``)."""
+    f.seek(0)
+    head = f.read(24)
     if head.startswith(_PNG_SIGNATURE):
         # Pillow reads a PNG's headers up to its first pixel data; a file that
         # ends before that is refused as unidentified, even when its IHDR
@@ -133,9 +134,10 @@ def _diagnose_unreadable(path: Path) -> ImageError:
     # at the header, but nothing is decoded.
     fmt = None
     try:
+        f.seek(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with Image.open(f) as im:
                 fmt = im.format
     except Exception:  # noqa: BLE001 - any failure just means "unknown format"
         pass
@@ -144,30 +146,30 @@ def _diagnose_unreadable(path: Path) -> ImageError:
     return ImageError(f"{path}: is not a PNG or JPEG image (its content is not a picture Pillow recognises)")
 
 
-def _header_size(path: Path) -> tuple[int, int] | None:
+def _header_size(f, path) -> tuple[int, int] | None:
     """The (width, height) the file's header states, read by the PNG or JPEG
     reader alone: what ``Image.open`` reads before its own size check."""
-    with open(path, "rb") as f:
-        prefix = f.read(16)
-        for fmt in _READERS:
-            factory, accept = Image.OPEN[fmt]
-            if accept is not None and not accept(prefix):
-                continue
-            f.seek(0)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    return tuple(factory(f, str(path)).size)
-            except Exception:  # noqa: BLE001 - this reader does not take it: try the next
-                continue
+    f.seek(0)
+    prefix = f.read(16)
+    for fmt in _READERS:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(prefix):
+            continue
+        f.seek(0)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return tuple(factory(f, str(path)).size)
+        except Exception:  # noqa: BLE001 - this reader does not take it: try the next
+            continue
     return None
 
 
-def _refused_by_pillow(path: Path) -> ImageError:
-    """Pillow's own size guard stopped ``path``: the same refusal as ours,
+def _refused_by_pillow(f, path) -> ImageError:
+    """Pillow's own size guard stopped the file: the same refusal as ours,
     with its size and our limit (Pillow's limit, twice as loose, is not ours
     to quote), unless this process lowered Pillow's limit below ours."""
-    size = _header_size(path)
+    size = _header_size(f, path)
     if size is None:
         return ImageError(f"{path}: its header claims more than the limit of {MAX_PIXELS:,} pixels "
                           "(8192x8192); refused before decoding (a decompression bomb, or a picture to shrink first)")
@@ -179,18 +181,19 @@ def _refused_by_pillow(path: Path) -> ImageError:
                       "refused before decoding (raise that limit, or shrink the picture first)")
 
 
-def _open(path: Path) -> Image.Image:
-    """Pillow's PNG or JPEG reader on ``path``: headers only, size checked."""
+def _open(f, path) -> Image.Image:
+    """Pillow's PNG or JPEG reader on the file ``f`` (named ``path``): headers only, size checked."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = Image.open(path, formats=list(_READERS))
+            f.seek(0)
+            im = Image.open(f, formats=list(_READERS))
         except UnidentifiedImageError:
-            raise _diagnose_unreadable(path) from None
+            raise _diagnose_unreadable(f, path) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise _refused_by_pillow(path) from None
+            raise _refused_by_pillow(f, path) from None
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-            raise _corrupt(path, _claimed_format(path), first_line(exc)) from None
+            raise _corrupt(path, _claimed_format(f), first_line(exc)) from None
     if im.format not in ALLOWED_FORMATS:  # a reader that answers with another format name
         im.close()
         raise ImageError(f"{path}: is a {im.format} image; only PNG and JPEG are accepted: convert it to PNG")
@@ -228,9 +231,24 @@ def read_image(path) -> np.ndarray:
     path = Path(path)
     _check_file(path)
     try:
-        im = _open(path)
+        with open(path, "rb") as f:
+            return _decode(f, path)
     except OSError as exc:  # the file vanished or became unreadable meanwhile
         raise ImageError(f"{path}: cannot be read ({exc.strerror or first_line(exc)})") from None
+
+
+def decode_image(data: bytes, path) -> np.ndarray:
+    """``read_image`` for a file's bytes already read (by a reader that also
+    hashes them, so what is decoded is what was hashed); ``path`` names the
+    file in messages."""
+    if not data:
+        raise ImageError(f"{path}: is empty (0 bytes); give a PNG or JPEG file")
+    return _decode(io.BytesIO(data), path)
+
+
+def _decode(f, path) -> np.ndarray:
+    """The picture in the open binary file ``f`` (named ``path``) as uint8 RGB ``(H, W, 3)``."""
+    im = _open(f, path)
     with im:
         fmt = "JPEG" if im.format == "MPO" else im.format
         try:

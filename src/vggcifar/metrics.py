@@ -106,6 +106,30 @@ def confident_mistakes(probs: np.ndarray, y_true, pairs: int = MISTAKE_PAIRS,
     return out
 
 
+#: Top-k accuracy is reported for this k, for sets of more than k classes
+#: (with k classes or fewer every image's class is in its top k)...
+TOP_K = 5
+#: ...as this key of metrics.json.
+TOP_K_KEY = f"top_{TOP_K}_accuracy"
+
+
+def ranking(probs: np.ndarray) -> np.ndarray:
+    """Class indices from the most probable down, along the last axis (ties:
+    the lower class index first): the order of ``vggcifar predict``'s answers
+    and of top-k accuracy."""
+    return np.argsort(-np.asarray(probs), axis=-1, kind="stable")
+
+
+def top_k_accuracy(probs: np.ndarray, y_true, k: int = TOP_K) -> float | None:
+    """The share of images whose true class is among their ``k`` first in
+    ``ranking``; None for ``k`` classes or fewer, where it is always 1."""
+    probs = np.asarray(probs)
+    if probs.shape[1] <= k:
+        return None
+    y_true = np.asarray(y_true, dtype=np.int64)
+    return float((ranking(probs)[:, :k] == y_true[:, None]).any(axis=1).mean())
+
+
 def summarize(probs: np.ndarray, y_true, class_names: list[str]) -> dict:
     """Everything metrics.json says about one set of predictions."""
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -115,6 +139,7 @@ def summarize(probs: np.ndarray, y_true, class_names: list[str]) -> dict:
     out = {
         "test_accuracy": float((y_pred == y_true).mean()),
         "test_loss": cross_entropy(probs, y_true),
+        TOP_K_KEY: top_k_accuracy(probs, y_true),
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
         "per_class": per_class(cm),

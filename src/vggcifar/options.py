@@ -56,6 +56,23 @@ def _int_list(what: str, minimum: int | None = None):
     return parse
 
 
+def share(text: str) -> float:
+    """An argparse type: a number between 0 and 1, both excluded."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, such as 0.2, received {text!r}")
+    return value
+
+
+def _default_test_share() -> float:
+    from vggcifar.imagefolder import DEFAULT_TEST_SHARE
+
+    return DEFAULT_TEST_SHARE
+
+
 steps_per_execution = _int_or("auto")
 devices = _int_or("all")
 milestones = _int_list("positive epochs", minimum=1)
@@ -68,14 +85,20 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
     group = p.add_mutually_exclusive_group()
     group.add_argument("--data", metavar="PATH",
-                       help="a CIFAR archive (.tar.gz) or its extracted folder: python, binary or CIFAR-100 layout")
+                       help="a CIFAR archive (.tar.gz) or its extracted folder (python, binary or CIFAR-100 "
+                            "layout), or a folder of class folders: ROOT/train/<class>/ and ROOT/test/<class>/, "
+                            "or ROOT/<class>/ only")
     group.add_argument("--dataset", choices=DATASETS,
                        help="from the keras cache, downloaded when missing; synthetic: offline stand-in "
                             "(default: cifar10)")
     p.add_argument("--data-url", metavar="URL",
                    help="download from this mirror (env: VGGCIFAR_CIFAR10_URL, VGGCIFAR_CIFAR100_URL)")
     p.add_argument("--data-sha256", metavar="HEX",
-                   help="expected sha256 of the archive (env: VGGCIFAR_CIFAR10_SHA256, VGGCIFAR_CIFAR100_SHA256)")
+                   help="expected sha256 of the archive, or the content sha256 of a folder of class folders "
+                        "(env: VGGCIFAR_CIFAR10_SHA256, VGGCIFAR_CIFAR100_SHA256)")
+    p.add_argument("--data-test-share", type=share, metavar="SHARE",
+                   help="a folder of class folders without test/: the share of each class held out, seeded, "
+                        f"as the test set (default: {_default_test_share()})")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -221,21 +244,37 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify PNG or JPEG pictures with a saved model")
     p.add_argument("model", metavar="MODEL.keras", help="a saved model, e.g. the model.keras in a run folder")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files, any size")
+    p.add_argument("images", metavar="PATH", nargs="+",
+                   help="PNG or JPEG files, any size, or folders of them (every file in it, sorted)")
+    p.add_argument("--recursive", action="store_true", help="a folder's subfolders too")
     p.add_argument("--top-k", type=positive_int, default=3, help="classes to show per picture (default: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON list, an entry per picture")
     p.set_defaults(func=commands["predict"])
 
-    p = sub.add_parser("data", help="inspect and verify CIFAR data")
+    p = sub.add_parser("compare", help="run folders side by side: accuracy at each milestone, top-5, time, "
+                       "images/s, precision, backend; folders of seeds as mean ± std")
+    p.add_argument("folders", metavar="RUN_DIR", nargs="+",
+                   help="folders that train or experiment wrote: a run, a folder of --seeds, a comparison of recipes")
+    p.add_argument("--output", metavar="DIR",
+                   help="also write comparison.md, comparison.json and a picture of the validation curves there")
+    p.set_defaults(func=commands["compare"])
+
+    p = sub.add_parser("data", help="inspect and verify CIFAR data or a folder of class folders")
     actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     info = actions.add_parser("info", help="source, counts per class, hashes, official or not")
-    info.add_argument("path", nargs="?", metavar="PATH", help="archive or folder (default: the keras cache)")
+    info.add_argument("path", nargs="?", metavar="PATH",
+                      help="archive, its folder, or a folder of class folders (default: the keras cache)")
     info.add_argument("--dataset", choices=DATASETS, default="cifar10", help="without PATH (default: cifar10)")
+    info.add_argument("--test-share", type=share, metavar="SHARE",
+                      help="a folder of class folders without test/: the share of each class held out as the "
+                           f"test set (default: {_default_test_share()})")
     info.set_defaults(func=commands["data info"])
-    verify = actions.add_parser("verify", help="check an archive or folder fully; exit 0, or 2 with the reason")
+    verify = actions.add_parser("verify", help="check an archive or folder fully (a folder of class folders: "
+                                "every file a readable picture); exit 0, or 2 with the reason")
     verify.add_argument("path", metavar="PATH")
     verify.add_argument("--official", action="store_true", help="also require the official archive's bytes")
-    verify.add_argument("--sha256", metavar="HEX", help="also require this sha256 of the archive")
+    verify.add_argument("--sha256", metavar="HEX",
+                        help="also require this sha256 of the archive (a folder of class folders: of its content)")
     verify.set_defaults(func=commands["data verify"])
 
     p = sub.add_parser("bench", help="training and inference speed against the spec's plain usage, "

@@ -118,6 +118,40 @@ def curves_figure(history: list[dict], *, title: str = ""):
     return fig
 
 
+def validation_curves_figure(curves: list[dict], *, title: str = ""):
+    """Runs side by side (``vggcifar.comparison.validation_curves``):
+    validation loss and accuracy against epoch, a line per run, a band of one
+    standard deviation where it is a mean over seeds."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    # The legend below both panels, where it hides no curve: a row per two runs.
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5 + 0.25 * ((len(curves) + 1) // 2)), dpi=100,
+                                   layout="constrained")
+    for i, curve in enumerate(curves):
+        colour = f"C{i % 10}"
+        label = curve["name"] + (f" ({curve['validation']})" if curve.get("validation") else "")
+        for ax, key in ((ax1, "val_loss"), (ax2, "val_accuracy")):
+            c = curve[key]
+            if not c["epoch"]:
+                continue
+            epochs, mean = np.asarray(c["epoch"]), np.asarray(c["mean"], dtype=float)
+            ax.plot(epochs, mean, marker="o", ms=3, color=colour, label=label)
+            if c.get("std") is not None:
+                std = np.asarray([np.nan if v is None else v for v in c["std"]], dtype=float)
+                ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+    for ax, label in ((ax1, "validation loss"), (ax2, "validation accuracy")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax2.set_ylim(0, 1)
+    fig.legend(*ax2.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def save_figure(fig, path) -> None:
     """Write a figure atomically, then free it."""
     from vggcifar import fsutil

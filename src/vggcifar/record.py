@@ -44,6 +44,8 @@ def milestone_metrics(settings: RunSettings, data: CifarData, end: EpochEnd, pro
         "train_images": settings.train_images,
         "val_images": settings.val_images,
         "short_run": short_run,
+        # A folder of class folders: each file that is not a readable picture, and why.
+        "skipped_files": data.skipped,
     }
 
 

@@ -1,4 +1,4 @@
-"""The words and tables a reader gets: report.md (the spec's Results section), the recipes compared, `vggcifar recipes`, and the warnings a run prints.
+"""The words and tables a reader gets: report.md (the spec's Results section), runs compared, `vggcifar recipes`, and the warnings a run prints.
 
 Rendering only: functions take dicts and return text; nothing here reads or
 writes a file.
@@ -6,9 +6,8 @@ writes a file.
 
 from __future__ import annotations
 
-from vggcifar.metrics import COLLAPSE_SHARE
+from vggcifar.metrics import COLLAPSE_SHARE, TOP_K, TOP_K_KEY
 from vggcifar.progress import hms
-from vggcifar.rundir import RunDir
 
 COLLAPSE_CAUSES = (
     "Likely causes: the initialisation (glorot weights in a 16-layer network without batch norm), "
@@ -101,6 +100,25 @@ def short_run_message(info: dict) -> str:
     return f"{'; '.join(found)}; {fix} (docs/recipes.md)"
 
 
+#: The skipped files a log names one by one; metrics.json has them all.
+SKIPPED_SHOWN = 3
+
+
+def skipped_lines(skipped: list[dict], where) -> list[str]:
+    """What a log says of the files of a folder of class folders that are not
+    readable pictures (``vggcifar.data.CifarData.skipped``): their count, the
+    first few with their reasons, and ``where`` the rest are; [] for none."""
+    if not skipped:
+        return []
+    n = len(skipped)
+    lines = [f"skipped {n} file{'s' * (n != 1)} that {'are' if n != 1 else 'is'} not a readable picture "
+             f"(all of them, with their reasons, in {where}):"]
+    lines += [f"  {s['file']}: {s['reason']}" for s in skipped[:SKIPPED_SHOWN]]
+    if n > SKIPPED_SHOWN:
+        lines.append(f"  and {n - SKIPPED_SHOWN} more")
+    return lines
+
+
 def markdown_confusion(cm, class_names) -> str:
     head = "| true \\ predicted | " + " | ".join(class_names) + " |"
     rule = "|---|" + "---:|" * len(class_names)
@@ -126,8 +144,10 @@ def milestone_section(metrics: dict, pictures: dict[str, str]) -> str:
     """``pictures``: relative paths of this milestone's pictures by kind
     ("confusion", and "mistakes", "recall" where they were drawn)."""
     epoch = metrics["epoch"]
+    top = metrics.get(TOP_K_KEY)
     lines = [
-        f"* epochs = {metrics['epoch']} **accuracy = {100 * metrics['test_accuracy']:.2f}%**",
+        f"* epochs = {metrics['epoch']} **accuracy = {100 * metrics['test_accuracy']:.2f}%**"
+        + ("" if top is None else f" (top-{TOP_K}: {100 * top:.2f}%)"),
         "",
         "**Confusion matrix result:**",
         "",
@@ -163,6 +183,19 @@ def milestone_section(metrics: dict, pictures: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _folder_text(data: dict) -> str:
+    """How a folder of class folders was read, from environment.json's dataset."""
+    if data.get("format") != "class folders":
+        return ""
+    share = f", test share {data['test_share']:g}" if data.get("test_share") is not None else ""
+    return f" ({data.get('layout')}{share}, split seed {data.get('split_seed')})"
+
+
+def pct(value: float | None) -> str:
+    """A share as a percentage with two decimals; — for none."""
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
 def hardware(environment: dict) -> str:
     """The machine as environment.json records it: the device a run computed
     on and the CPU, the CPU named once when it is that device."""
@@ -193,12 +226,21 @@ def render(
         s = data["subset"]
         out += [f"> **Subset.** Trained on {s['train']} and tested on {s['test']} images, "
                 "not the full set.", ""]
-    out += ["## Summary", "", "| epochs | test accuracy | test loss | time of learning |", "|---:|---:|---:|---:|"]
+    # Top-k where some milestone has it (a set of at least TOP_K classes, measured since it was added).
+    top = any(m.get(TOP_K_KEY) is not None for m, _ in milestones)
+    out += ["## Summary", "", f"| epochs | test accuracy |{f' top-{TOP_K} accuracy |' if top else ''} test loss | "
+            "time of learning |", f"|---:|---:|{'---:|' if top else ''}---:|---:|"]
     for m, _ in milestones:
         flag = " (collapsed)" if m.get("collapse") else ""
-        out.append(f"| {m['epoch']} | {100 * m['test_accuracy']:.2f}%{flag} | {m['test_loss']:.4f} | "
+        top_cell = "" if not top else f" {pct(m.get(TOP_K_KEY))} |"
+        out.append(f"| {m['epoch']} | {100 * m['test_accuracy']:.2f}%{flag} |{top_cell} {m['test_loss']:.4f} | "
                    f"{hms(m['train_seconds'])} |")
     out.append("")
+    skipped = milestones[-1][0].get("skipped_files") if milestones else None
+    if skipped:
+        out += [f"> **Skipped files.** {len(skipped)} file{'s' * (len(skipped) != 1)} of the data folder "
+                f"{'are' if len(skipped) != 1 else 'is'} not a readable picture and {'were' if len(skipped) != 1 else 'was'} "
+                "left out; metrics.json names each with its reason.", ""]
     for n in notes:
         out += [n, ""]
     if curves:
@@ -215,8 +257,9 @@ def render(
         f"- backend: keras {versions.get('keras', '?')} on {environment.get('backend', '?')} "
         f"{versions.get(environment.get('backend', ''), '')}, precision "
         f"{environment.get('precision', config.get('precision'))}",
-        f"- dataset: {data.get('name')} from `{data.get('source')}`"
-        + (f", sha256 `{data['sha256']}`" if data.get("sha256") else "")
+        f"- dataset: {data.get('name')} from `{data.get('source')}`" + _folder_text(data)
+        + (f", {'content ' if data.get('format') == 'class folders' else ''}sha256 `{data['sha256']}`"
+           if data.get("sha256") else "")
         + (" (the official archive)" if data.get("official") else "")
         + f"; {data.get('train_images')} training and {data.get('test_images')} test images",
         f"- code: vggcifar {versions.get('vggcifar', '?')}, commit `{environment.get('git_commit') or 'unknown'}`",
@@ -229,44 +272,94 @@ def render(
 # --------------------------------------------------------------------------- #
 # recipes side by side
 # --------------------------------------------------------------------------- #
-def comparison_markdown(comparison: dict) -> str:
-    """comparison.md from ``vggcifar.runs.compare_runs``' (or ``vggcifar.seeds.compare_seed_runs``') result."""
+def _comparison_cells(comparison: dict, *, links: bool) -> tuple[list[str], str, list[list[str]]]:
+    """The comparison's table: its heads, their markdown alignment row, and a
+    row of cells per compared folder. The recipe and data columns are left
+    out when they repeat the names or the title."""
     milestones = comparison["milestones"]
-    out = [f"# VGG-16 on {comparison.get('dataset') or 'unknown data'}: recipes compared", ""]
-    if comparison.get("synthetic"):
-        out += [SYNTHETIC_NOTE, ""]
-    head = ["recipe", *[f"accuracy after {m}" for m in milestones], "final accuracy", "collapsed",
-            "time of learning", "images/s"]
-    out += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(milestones) + 1) + "---|---:|---:|"]
-
-    def pct(v):
-        return "—" if v is None else f"{100 * v:.2f}%"
+    rows = comparison["rows"]
+    recipe_column = any(r.get("recipe") not in (None, r["name"]) for r in rows)
+    data_column = comparison.get("dataset") is None and any(r.get("dataset") for r in rows)
 
     def accuracy(row, mean, which):
         """One run's accuracy; over seeds, the mean ± std (n) (``row["spread"]``)."""
-        spread = row.get("spread", {}).get(which)
+        spread = (row.get("spread") or {}).get(which)
         return pct(mean) if spread is None or mean is None else mean_std_text(mean, spread["std"], spread["n"])
 
-    for r in comparison["rows"]:
-        name = f"[`{r['recipe']}`]({RunDir(r['recipe']).report.as_posix()})" + (" (synthetic)" if r.get("synthetic") else "")
+    head = ["run", *(["recipe"] if recipe_column else []), *(["data"] if data_column else []), "epochs",
+            *[f"accuracy after {m}" for m in milestones], "final accuracy", f"top-{TOP_K}", "collapsed",
+            "time of learning", "images/s", "precision", "backend"]
+    align = ("|---|" + "---|" * (recipe_column + data_column) + "---:|" * (len(milestones) + 3)
+             + "---|---:|---:|---|---|")
+    table = []
+    for r in rows:
+        name = f"`{r['name']}`" if links else r["name"]
+        if links and r.get("report"):
+            name = f"[{name}]({r['report']})"
+        name += " (synthetic)" if r.get("synthetic") else ""
         final = accuracy(r, r["final_accuracy"], "final") if r["status"] == "complete" else r["status"]
-        cells = [name, *[accuracy(r, r["test_accuracy"].get(str(m)), str(m)) for m in milestones], final,
+        cells = [name, *([r.get("recipe") or "—"] if recipe_column else []),
+                 *([r.get("dataset") or "—"] if data_column else []),
+                 "—" if r.get("epochs") is None else str(r["epochs"]),
+                 *[accuracy(r, r["test_accuracy"].get(str(m)), str(m)) for m in milestones], final,
+                 accuracy(r, r.get("top_5_accuracy"), "top_5"),
                  "yes" if r["collapsed"] else "no",
                  "—" if r["train_seconds"] is None else hms(r["train_seconds"]),
-                 "—" if r["images_per_second"] is None else f"{r['images_per_second']:.0f}"]
-        out.append("| " + " | ".join(cells) + " |")
-    out += [
-        "",
-        "Accuracy is on the test set after that many epochs (— where the recipe did not run to it); "
-        "each recipe's own report has its confusion matrices and curves. Time of learning counts training "
-        "steps only (h:mm:ss); images/s is training images times epochs over that time.",
-        "",
-    ]
-    if any("spread" in r for r in comparison["rows"]):
-        out += ["Over seeds: mean ± standard deviation (ddof=1) of the test accuracy over the seeds that "
-                "reached the milestone (their number); time of learning and images/s are means; each "
-                "recipe's report has its seeds one by one.", ""]
+                 "—" if r["images_per_second"] is None else f"{r['images_per_second']:.0f}",
+                 r.get("precision") or "—", r.get("backend") or "—"]
+        table.append(cells)
+    return head, align, table
+
+
+def _comparison_notes(comparison: dict) -> list[str]:
+    out = [f"Accuracy is on the test set after that many epochs (— where the run did not reach it); top-{TOP_K} "
+           f"is the final one's (— for {TOP_K} classes or fewer, or a run from before it was measured). Each "
+           "run's own report has its confusion matrices and curves. Time of learning counts training steps only "
+           "(h:mm:ss); images/s is training images times epochs over that time."]
+    if any(r.get("kind") == "seeds" for r in comparison["rows"]):
+        out.append("Over seeds: mean ± standard deviation (ddof=1) of the test accuracy over the seeds that "
+                   "reached the milestone (their number); time of learning and images/s are means; each "
+                   "folder's report has its seeds one by one.")
+    return out
+
+
+def comparison_title(comparison: dict) -> str:
+    return f"VGG-16 on {comparison.get('dataset') or 'several data sets'}: runs compared"
+
+
+def comparison_markdown(comparison: dict, *, curves: str | None = None) -> str:
+    """comparison.md from ``vggcifar.comparison.compare_folders``' table;
+    ``curves``: the relative path of the validation curves' picture."""
+    out = [f"# {comparison_title(comparison)}", ""]
+    if comparison.get("synthetic"):
+        out += [SYNTHETIC_NOTE, ""]
+    head, align, rows = _comparison_cells(comparison, links=True)
+    out += ["| " + " | ".join(head) + " |", align]
+    out += ["| " + " | ".join(cells) + " |" for cells in rows]
+    out.append("")
+    for note in _comparison_notes(comparison):
+        out += [note, ""]
+    if curves:
+        out += [f"![validation curves]({curves})", "",
+                "Validation loss and accuracy by epoch, each run on its own validation set (in brackets); "
+                "a band is one standard deviation over seeds.", ""]
     return "\n".join(out)
+
+
+def comparison_text(comparison: dict) -> str:
+    """The comparison as `vggcifar compare` prints it: aligned columns."""
+    head, _, rows = _comparison_cells(comparison, links=False)
+    widths = [max(len(c) for c in column) for column in zip(head, *rows)]
+    right = [False] + [True] * (len(head) - 1)
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    out = [comparison_title(comparison), ""]
+    if comparison.get("synthetic"):
+        out += ["(synthetic data: these figures show that the pipeline works, nothing about VGG-16 on CIFAR-10)", ""]
+    out += [line(head), *(line(cells) for cells in rows)]
+    return "\n".join(out) + "\n"
 
 
 def mean_std_text(mean: float | None, std: float | None, n: int) -> str:
@@ -277,7 +370,7 @@ def mean_std_text(mean: float | None, std: float | None, n: int) -> str:
 
 
 def seeds_markdown(summary: dict) -> str:
-    """report.md of one recipe over several seeds, from ``vggcifar.seeds.summarize_seeds``."""
+    """report.md of one recipe over several seeds, from ``vggcifar.comparison.summarize_seeds``."""
     from vggcifar.rundir import SeedsDir
 
     # In epoch order (a JSON file read back has its keys sorted as text: "10" before "5").
@@ -287,11 +380,15 @@ def seeds_markdown(summary: dict) -> str:
            f"{seeds}", ""]
     if summary.get("synthetic"):
         out += [SYNTHETIC_NOTE, ""]
-    out += ["## Summary", "", "| epochs | test accuracy, mean ± std (seeds) | time of learning, mean |",
-            "|---:|---:|---:|"]
+    top = any((v.get(TOP_K_KEY) or {}).get("n") for v in milestones.values())
+    out += ["## Summary", "", "| epochs | test accuracy, mean ± std (seeds) |"
+            + (f" top-{TOP_K} accuracy, mean ± std (seeds) |" if top else "") + " time of learning, mean |",
+            "|---:|---:|" + ("---:|" if top else "") + "---:|"]
     for m, v in milestones.items():
         seconds = "—" if v["train_seconds"] is None else hms(v["train_seconds"])
-        out.append(f"| {m} | {mean_std_text(v['mean'], v['std'], v['n'])} | {seconds} |")
+        t = v.get(TOP_K_KEY) or {"mean": None, "std": None, "n": 0}
+        top_cell = f" {mean_std_text(t['mean'], t['std'], t['n'])} |" if top else ""
+        out.append(f"| {m} | {mean_std_text(v['mean'], v['std'], v['n'])} |{top_cell} {seconds} |")
     out += ["", "The mean and the standard deviation (ddof=1; — with one seed) are over the seeds that reached "
             "the milestone, their number in brackets. Time of learning counts training steps only (h:mm:ss).", ""]
     out += ["## Seeds", "", "| seed | " + " | ".join(f"accuracy after {m}" for m in milestones)
@@ -394,19 +491,30 @@ def recipes_text(name: str | None = None) -> str:
 
 
 def data_lines(d) -> list[str]:
-    """`vggcifar data info`: where a data set comes from, its hashes, and its images per class."""
+    """`vggcifar data info`: where a data set comes from, its hashes, and its images per class
+    (a folder of class folders: its layout, its cache and every file skipped)."""
     import numpy as np
 
     official = d.extra.get("official_name")
-    layout = f" ({d.extra['container']}, {d.extra['format']} layout)" if "format" in d.extra else ""
+    if d.class_folders:
+        share = f", test share {d.extra['test_share']:g}" if "test_share" in d.extra else ""
+        layout = f" (class folders: {d.extra['layout']}{share}, split seed {d.extra['split_seed']})"
+    else:
+        layout = f" ({d.extra['container']}, {d.extra['format']} layout)" if "format" in d.extra else ""
     lines = [
         f"source:   {d.source}{layout}",
         f"dataset:  {d.name}{' (synthetic)' if d.synthetic else ''}, {d.num_classes} classes, "
         f"{len(d.x_train)} train + {len(d.x_test)} test images",
     ]
-    if d.sha256:
-        lines += [f"sha256:   {d.sha256}", f"md5:      {d.extra.get('md5')}"]
-    lines.append(f"official: {f'yes, the bytes of {official}' if official else 'no'}")
+    if d.class_folders:
+        lines += [f"sha256:   {d.sha256} (of every file's path and content)",
+                  f"cache:    {d.extra['cache']}{' (read from it)' if d.extra.get('cached') else ''}",
+                  f"skipped:  {len(d.skipped)} file{'s' * (len(d.skipped) != 1)} not a readable picture"]
+        lines += [f"  {s['file']}: {s['reason']}" for s in d.skipped]
+    else:
+        if d.sha256:
+            lines += [f"sha256:   {d.sha256}", f"md5:      {d.extra.get('md5')}"]
+        lines.append(f"official: {f'yes, the bytes of {official}' if official else 'no'}")
     train = np.bincount(d.y_train, minlength=d.num_classes)
     test = np.bincount(d.y_test, minlength=d.num_classes)
     width = max(len("class"), *map(len, d.class_names))

@@ -23,8 +23,8 @@ SPEC_MILESTONES = (10, 20, 50, 100)
 COMMANDS = ("train", "experiment")
 #: The options that say where and how a run goes, not what it trains (every
 #: other option is a config field, vggcifar.config.TrainConfig).
-RUN_OPTIONS = ("recipe", "config", "data", "dataset", "data_url", "data_sha256", "run_dir", "resume", "milestones",
-               "seeds", "separate_runs", "coordinator", "num_processes", "process_id")
+RUN_OPTIONS = ("recipe", "config", "data", "dataset", "data_url", "data_sha256", "data_test_share", "run_dir", "resume",
+               "milestones", "seeds", "separate_runs", "coordinator", "num_processes", "process_id")
 #: Options for joining several processes, as the command line spells them.
 HOST_OPTIONS = ("coordinator", "num_processes", "process_id")
 
@@ -163,7 +163,8 @@ def make_request(command: str = "train", **options) -> Request:
         raise ValueError(f"--resume needs --run-dir: {what} to continue")
     request = Request(
         command=command, recipes=recipes, settings=given, base=base,
-        source=data_source(run.get("data"), run.get("dataset"), run.get("data_url"), run.get("data_sha256")),
+        source=data_source(run.get("data"), run.get("dataset"), run.get("data_url"), run.get("data_sha256"),
+                           run.get("data_test_share")),
         run_dir=os.fspath(run["run_dir"]) if run.get("run_dir") is not None else None, resume=resume,
         milestones=tuple(sorted(set(milestones))) if milestones else None, seeds=seeds,
         separate_runs=bool(run.get("separate_runs")), hosts={k: run[k] for k in HOST_OPTIONS if k in run})

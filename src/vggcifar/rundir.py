@@ -21,7 +21,8 @@ Layout of ``RUN_DIR``::
     evaluation/        what `vggcifar evaluate RUN_DIR` writes (evaluation-flip/ with --tta flip)
 
 A comparison of recipes (``CompareDir``) holds one run folder per recipe and
-``comparison.md`` / ``comparison.json``. One recipe over several seeds
+``comparison.md`` / ``comparison.json`` / ``validation_curves.png``; so does
+the folder `vggcifar compare --output` writes, without the run folders. One recipe over several seeds
 (``SeedsDir``) holds one run folder per seed, ``seed-<S>/``, and ``seeds.json``
 / ``report.md`` over them; a comparison over seeds holds a ``SeedsDir`` per
 recipe. Every write is atomic (vggcifar.fsutil).
@@ -270,7 +271,8 @@ class RunDir(ResultDir):
 
 
 class CompareDir:
-    """Recipes side by side: ``<root>/<recipe>/`` run folders and the comparison."""
+    """Runs side by side: comparison.md, comparison.json and the validation
+    curves; for ``experiment --recipe a,b``, beside ``<root>/<recipe>/`` run folders."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -287,6 +289,11 @@ class CompareDir:
         return self.path / "comparison.md"
 
     @property
+    def curves(self) -> Path:
+        """The compared runs' validation curves, one picture."""
+        return self.path / "validation_curves.png"
+
+    @property
     def json(self) -> Path:
         return self.path / "comparison.json"
 
@@ -299,11 +306,25 @@ class SeedsDir:
     """One recipe over several seeds: ``<root>/seed-<S>/`` run folders, and
     seeds.json and report.md over them."""
 
+    #: A seed's folder is this and the seed.
+    PREFIX = "seed-"
+
     def __init__(self, path):
         self.path = Path(path)
 
     def seed(self, seed: int) -> RunDir:
-        return RunDir(self.path / f"seed-{seed}")
+        return RunDir(self.path / f"{self.PREFIX}{seed}")
+
+    def found_seeds(self) -> list[int]:
+        """The seeds whose run folders are here (those with a run.json), in order."""
+        if not self.path.is_dir():
+            return []
+        found = []
+        for p in self.path.iterdir():
+            head, sep, tail = p.name.partition(self.PREFIX)
+            if sep and not head and tail.lstrip("-").isdigit() and self.seed(int(tail)).run_path.exists():
+                found.append(int(tail))
+        return sorted(found)
 
     @property
     def json(self) -> Path:

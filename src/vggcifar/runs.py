@@ -16,11 +16,12 @@ from pathlib import Path
 
 from vggcifar import backend, budget, loop
 from vggcifar.config import TrainConfig
-from vggcifar.data import CifarData, load_source
+from vggcifar.comparison import compare_and_write
+from vggcifar.data import CifarData, load_source, settled_source
 from vggcifar.record import RunRecord, separate_report
-from vggcifar.report import comparison_markdown, finished_line, learning_rate_text, short_run_message
+from vggcifar.report import finished_line, learning_rate_text, short_run_message, skipped_lines
 from vggcifar.request import Request
-from vggcifar.rundir import CompareDir, RunDir, read_json_or_empty
+from vggcifar.rundir import CompareDir, RunDir
 from vggcifar.settings import RunSettings, resolve
 
 
@@ -90,6 +91,8 @@ def resume_plan(request: Request, run_dir=None) -> Plan:
 def run_plan(plan: Plan, *, log=print, verbose: int = 1, callbacks=()) -> dict:
     """Load the plan's data and train it; the last milestone's metrics."""
     data = load_source(plan.source, limit_train=plan.config.limit_train, limit_test=plan.config.limit_test)
+    for line in skipped_lines(data.skipped, plan.run_dir.metrics):
+        log(line)
     log(f"run folder: {plan.run_dir.path}")
     log(backend.describe())
     train_it = train_separately if plan.separate_runs else train_run
@@ -111,7 +114,7 @@ def _begin(run: RunDir, settings: RunSettings, data: CifarData, source: dict | N
     env = {**backend.environment(), "dataset": data.describe(), "precision": settings.config.precision,
            "data_format": settings.config.data_format}
     run.write_config(settings.config)
-    run.write_run(list(settings.milestones), source or {}, separate_runs=separate_runs)
+    run.write_run(list(settings.milestones), settled_source(source or {}, data), separate_runs=separate_runs)
     run.write_environment(env)
     return env
 
@@ -222,50 +225,11 @@ def comparison_plans(request: Request, root=None) -> dict[str, Plan]:
 
 def compare(request: Request, *, log=print, warn=print, verbose: int = 1, callbacks=()) -> Outcome:
     """Train each recipe of ``request`` in turn, then write comparison.md and
-    .json in its folder. A recipe whose loss diverges is told through ``warn``
+    .json and the validation curves in its folder (vggcifar.comparison). A recipe whose loss diverges is told through ``warn``
     and recorded, and the others still run. An interruption stops at once
     (--resume continues)."""
-    compare_dir = CompareDir(request.run_dir)
     plans = comparison_plans(request)
     diverged = run_each(plans, lambda recipe, i, n: f"recipe {i}/{n}: {recipe}", log=log, warn=warn,
                         verbose=verbose, callbacks=callbacks)
-    table = compare_runs(request.run_dir, list(plans))
-    compare_dir.write(table, comparison_markdown(table))
+    table, compare_dir = compare_and_write(request.run_dir, list(plans))
     return Outcome(request, compare_dir.markdown, summary=table, diverged=tuple(diverged))
-
-
-def compare_runs(root, recipes: list[str]) -> dict:
-    """The comparison of the run folders ``root/<recipe>/``, from their
-    files: test accuracy at each milestone, the final one, collapse, time of
-    learning and training images per second."""
-    compare_dir = CompareDir(root)
-    rows, milestones, dataset, synthetic = [], set(), None, False
-    for recipe in recipes:
-        run = compare_dir.recipe(recipe)
-        final = read_json_or_empty(run.metrics)
-        ms = run.read_run().get("milestones", [])
-        milestones.update(ms)
-        accuracy = {str(m): read_json_or_empty(run.milestone(m).metrics).get("test_accuracy") for m in ms}
-        env = run.read_environment().get("dataset", {})
-        dataset = dataset or env.get("name")
-        status = final.get("status", "missing")
-        row = {
-            "recipe": recipe,
-            "status": status,
-            "test_accuracy": accuracy,
-            "final_accuracy": final.get("test_accuracy") if status == "complete" else None,
-            "collapsed": bool(final.get("collapse")),
-            "train_seconds": final.get("train_seconds"),
-            "images_per_second": images_per_second(final),
-            "synthetic": bool(final.get("synthetic", env.get("synthetic", False))),
-        }
-        synthetic = synthetic or row["synthetic"]
-        rows.append(row)
-    return {"dataset": dataset, "milestones": sorted(milestones), "synthetic": synthetic, "rows": rows}
-
-
-def images_per_second(metrics: dict) -> float | None:
-    """A run's training images per second of learning, from its final
-    metrics.json (None when it does not say)."""
-    seconds, epoch, images = metrics.get("train_seconds"), metrics.get("epoch"), metrics.get("train_images")
-    return images * epoch / seconds if seconds and epoch and images else None
