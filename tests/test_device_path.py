@@ -3,7 +3,8 @@ to device transfers per epoch under JAX's transfer guard, one host read per
 call, compilations counted (a short last batch, the same run again finding its
 step in the compile cache), no TensorFlow in a JAX run, and the same weights
 on one and two (virtual CPU) devices, K steps a call or one, and through
-Keras' own train_on_batch. Each runs in a child process with KERAS_BACKEND=jax."""
+Keras' own train_on_batch; what the compiled step computes in and what XLA's
+cost analysis counts of it, in the bench's JSON too. Each runs in a child process with KERAS_BACKEND=jax."""
 
 import json
 import os
@@ -429,3 +430,44 @@ print("RESULT " + json.dumps({"bit_identical": same, "arrays": len(final("full")
 def test_a_resumed_jax_run_on_the_cpu_is_bit_identical(tmp_path):
     result = run_jax_child(RESUME, tmp_path, devices=1, timeout=1800)
     assert result["arrays"] > 0 and result["bit_identical"]
+
+
+BENCH = r"""
+import contextlib, io, json
+import keras
+from vggcifar import bench
+from vggcifar.cli import main
+from vggcifar.model import build_vgg
+
+original = bench.matmul_peak_gflops  # the peak on small products: this checks the figures, not speed
+bench.matmul_peak_gflops = lambda **kw: original(**{**kw, "max_n": 512, "repeats": 2})
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    status = main(["bench", "--quick", "--json", "--no-baseline", "--width", "0.0625", "--dense-units", "16",
+                   "--batch-size", "8", "--images", "64", "--windows", "1", "--steps-per-window", "1",
+                   "--precision", "float32"])
+report = json.loads(out.getvalue())
+model = build_vgg(width=0.0625, dense_units=16, padding=report["padding"], data_format="channels_last")
+convs = [(layer.input.shape[1], list(layer.kernel.shape)) for layer in model.layers
+         if isinstance(layer, keras.layers.Conv2D)]
+dense = [list(layer.kernel.shape) for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+print("RESULT " + json.dumps({"status": status, "bench": report, "convs": convs,
+                              "dense": dense}))
+"""
+
+
+def test_the_benchs_json_gives_xlas_count_of_the_step_on_jax():
+    result = run_jax_child(BENCH, devices=1)
+    assert result["status"] == 0
+    r = result["bench"]
+    assert r["backend"] == "jax"
+    xla = r["xla_train_gflop_per_image"] * 1e9
+    # The count from the layers' shapes, and the element-wise work beside it
+    # (the spec network at a sixteenth width; measured: 1.036 of the shapes' count,
+    # 0.805 of the model's own count, as at full width).
+    shapes = xla_counted_flops(result["convs"], result["dense"])
+    assert 1.0 <= xla / shapes <= 1.10, xla / shapes
+    assert abs(r["xla_flop_share"] - 0.80) <= 0.05, r["xla_flop_share"]
+    assert r["xla_flop_share"] == pytest.approx(r["xla_train_gflop_per_image"] / r["train_gflop_per_image"])
+    assert r["xla_flop_per_byte"] == pytest.approx(xla / (r["xla_train_mbytes_per_image"] * 1e6))
+    assert r["xla_train_mbytes_per_image"] > 0
