@@ -18,7 +18,7 @@
 #   bench-jax-spec      the spec recipe, float32, batch 32, with the spec's plain model.fit
 #   bench-jax-bn        vgg16-bn, bfloat16, batch 256
 #   train-jax-k1/kauto  2 epochs of vgg16-bn on 50,000 synthetic images, 1 and auto steps a call
-#   levers-jax-loop     the spec at batch 32: K=1, K=32 calls of one step, one lax.scan of 32
+#   levers-jax-loop     the spec at batch 32: K=1, K=32 calls of one step, one lax.scan of 32 (K=8 when tiny)
 #   peer-torch-bn/spec  plain PyTorch VGG-16 (channels_last, bf16 autocast, torch.compile, else eager)
 #   bench-torch-spec/bn our path on Keras' torch backend
 # The JAX parts share one compilation cache (the same step compiles once), so
@@ -101,11 +101,12 @@ export PYTHONPATH="$PYTHONPATH:$WORK/site"  # the machine's own packages first
 if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
     NET=(--width 0.0625 --dense-units 16); SET=(--set width=0.0625 --set dense_units=16)
     IMAGES=(--images 512); LIMIT=(--limit-train 512 --limit-test 128)
-    LEVERS=(--width 0.0625 --images 512 --warmup 32 --windows 2 --steps 32)
+    # K = 8, not 32: on a busy 2-core CPU the three variants at K = 32 took 68 s from a cold cache (50 allowed).
+    LEVER_K=8; LEVERS=(--width 0.0625 --dense-units 16 --images 512 --warmup 8 --windows 2 --steps 8)
     PEER=(--width 0.0625 --dense-units 16 --images 512 --warmup 2 --windows 2 --steps 2)
 else
     NET=(); SET=(); IMAGES=(); LIMIT=()
-    LEVERS=(--images 8192 --warmup 64 --windows 3 --steps 64); PEER=()
+    LEVER_K=32; LEVERS=(--images 8192 --warmup 64 --windows 3 --steps 64); PEER=()
 fi
 
 # run NAME CMD...: the part NAME, within its limit (PARTS_PLAN). Its record:
@@ -239,7 +240,8 @@ if has jax; then
     # K steps a call on JAX: K calls of one compiled step (the runner's loop)
     # against one compiled lax.scan over them, the spec network at batch 32.
     KERAS_BACKEND=jax run levers-jax-loop "$PY" benchmarks/levers.py --json --batch-size 32 "${LEVERS[@]}" \
-        k1:steps_per_execution=1 k32:steps_per_execution=32 scan32:steps_per_execution=32,jax_loop=scan
+        k1:steps_per_execution=1 "k$LEVER_K:steps_per_execution=$LEVER_K" \
+        "scan$LEVER_K:steps_per_execution=$LEVER_K,jax_loop=scan"
 else
     for part in bench-jax-spec bench-jax-bn train-jax-k1 train-jax-kauto levers-jax-loop; do
         skip "$part" "jax not installed"

@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--windows", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="steps per window")
     p.add_argument("--width", type=float, default=None)
+    p.add_argument("--dense-units", type=int, default=None, help="units of the hidden dense layers (default: the spec's)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -140,7 +141,8 @@ def main(argv=None) -> int:
         jit = bool(values.pop("jit_compile", 0))
         per_batch = bool(values.pop("train_on_batch", 0))
         jax_loop = values.pop("jax_loop", "calls")
-        config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width, **values})
+        config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width,
+                                        "dense_units": args.dense_units, **values})
         _, train_model = build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size))
         if jit:  # the same step, compiled (torch.compile on torch, XLA on tensorflow and jax)
             train_model.compile(optimizer=train_model.optimizer, loss=train_model.loss, metrics=["accuracy"],
