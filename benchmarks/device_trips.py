@@ -2,7 +2,8 @@
 
 Each run is ``vggcifar train`` in a fresh process under KERAS_BACKEND=jax with
 JAX's transfer guard logging every host-to-device transfer (one line per
-device) and ``jax_log_compiles`` logging every compilation. The same run is
+device), ``jax_log_compiles`` logging every compilation, and every read of a
+device array by the host counted (JAX guards no device-to-host copy on a CPU). The same run is
 made for E and 2E epochs; what an epoch costs is the difference divided by E
 (start-up and the first epoch's compilations cancel out).
 
@@ -10,7 +11,7 @@ made for E and 2E epochs; what an epoch costs is the difference divided by E
     PYTHONPATH=src python benchmarks/device_trips.py --epochs 2 --devices 2   # two virtual CPU devices
 
 Prints one JSON object: for each run its transfers, compilations (those of the
-training step apart) and whether TensorFlow was imported, then the per-epoch figures.
+training step apart), host reads and whether TensorFlow was imported, then the per-epoch figures.
 """
 
 from __future__ import annotations
@@ -25,11 +26,51 @@ import tempfile
 CHILD = r"""
 import sys
 import jax
+import numpy as np
+from jax._src import array as jax_array
 jax.config.update("jax_transfer_guard_host_to_device", "log_explicit")
 jax.config.update("jax_log_compiles", True)
+
+# Reads of a device array by the host: jax.Array._value (float(), .tolist(),
+# jax.device_get, np.asarray of a sharded array) and np.asarray/np.array of a
+# single-device array (which numpy reads through the buffer protocol on a CPU
+# and JAX does not see); a read inside another counted once.
+import collections, json, traceback
+reads, inside, where = [0], [False], collections.Counter()
+def _count():
+    reads[0] += 1
+    for frame in reversed(traceback.extract_stack()[:-2]):  # the read's innermost caller in the package
+        if "vggcifar" in frame.filename:
+            where[frame.filename.rsplit("vggcifar", 1)[1].strip("/") + ":" + frame.name] += 1
+            break
+value = jax_array.ArrayImpl._value
+def _value(self):
+    if inside[0]:
+        return value.fget(self)
+    _count()
+    inside[0] = True
+    try:
+        return value.fget(self)
+    finally:
+        inside[0] = False
+jax_array.ArrayImpl._value = property(_value)
+def _counted(convert):
+    def read(a, *args, **kwargs):
+        if inside[0] or not isinstance(a, jax.Array):
+            return convert(a, *args, **kwargs)
+        _count()
+        inside[0] = True
+        try:
+            return convert(a, *args, **kwargs)
+        finally:
+            inside[0] = False
+    return read
+np.asarray, np.array = _counted(np.asarray), _counted(np.array)
+
 from vggcifar.cli import main
 status = main(sys.argv[1:])
-print(f"@@ status {status} tensorflow {'tensorflow' in sys.modules}", file=sys.stderr)
+print(f"@@ where {json.dumps(where)}", file=sys.stderr)
+print(f"@@ status {status} tensorflow {'tensorflow' in sys.modules} reads {reads[0]}", file=sys.stderr)
 """
 
 
@@ -49,9 +90,10 @@ def run(args, epochs: int, folder: str) -> dict:
     if done.returncode != 0 or not end or end[-1][2] != "0":
         raise SystemExit(f"the run failed:\n{done.stderr[-3000:]}")
     compiles = [line for line in lines if "Finished XLA compilation of" in line]
+    where = json.loads([line for line in lines if line.startswith("@@ where ")][-1][len("@@ where "):])
     return {"epochs": epochs, "transfers": sum("host-to-device transfer" in line for line in lines),
             "compilations": len(compiles), "step_compilations": sum("jit(step)" in line for line in compiles),
-            "tensorflow_imported": end[-1][4] == "True"}
+            "reads": int(end[-1][6]), "reads_by_caller": where, "tensorflow_imported": end[-1][4] == "True"}
 
 
 def main(argv=None) -> int:
@@ -69,7 +111,10 @@ def main(argv=None) -> int:
         runs = [run(args, args.epochs, folder), run(args, 2 * args.epochs, folder)]
     steps = -(-args.images // args.batch_size)
     calls = -(-steps // args.steps_per_execution)
-    per_epoch = {key: (runs[1][key] - runs[0][key]) / args.epochs for key in ("transfers", "compilations")}
+    per_epoch = {key: (runs[1][key] - runs[0][key]) / args.epochs for key in ("transfers", "reads", "compilations")}
+    callers = set(runs[0]["reads_by_caller"]) | set(runs[1]["reads_by_caller"])
+    per_epoch["reads_by_caller"] = {c: (runs[1]["reads_by_caller"].get(c, 0) - runs[0]["reads_by_caller"].get(c, 0))
+                                    / args.epochs for c in sorted(callers)}
     print(json.dumps({"devices": args.devices, "images": args.images, "batch_size": args.batch_size,
                       "steps_per_execution": args.steps_per_execution, "calls_per_epoch": calls, "runs": runs,
                       "per_epoch": per_epoch}))

@@ -48,6 +48,13 @@ for devices in ("1", "2"):
                    "--set", "width=0.0625", "--set", "dense_units=16", "--devices", devices, "--run-dir", run])
     out[devices] = {"status": status, "seen": seen[:], "metrics": fsutil.read_json(f"{run}/metrics.json"),
                     "history": RunDir(run).read_history()}
+# 105 images at batch 32 on two devices: three whole batches and a short one of
+# 9, which splits in two halves of 4 (the image left over is not trained on).
+run = f"{sys.argv[1]}/odd"
+status = main(["train", "--dataset", "synthetic", "--limit-train", "105", "--val-split", "0", "--limit-test", "32",
+               "--epochs", "1", "--batch-size", "32", "--quiet", "--set", "width=0.0625", "--set", "dense_units=16",
+               "--devices", "2", "--run-dir", run])
+out["odd"] = {"status": status, "metrics": fsutil.read_json(f"{run}/metrics.json")}
 print("RESULT " + json.dumps(out))
 """
 
@@ -82,6 +89,8 @@ def test_two_devices_train_like_one(tmp_path):
     assert two["metrics"]["test_accuracy"] == one["metrics"]["test_accuracy"]
     assert two["metrics"]["test_loss"] == pytest.approx(one["metrics"]["test_loss"], rel=1e-4)
     assert two["metrics"]["confusion_matrix"] == one["metrics"]["confusion_matrix"]
+    odd = result["odd"]
+    assert odd["status"] == 0 and odd["metrics"]["train_images"] == 3 * 32 + 8
 
 
 def test_more_than_one_device_needs_jax_on_this_backend(tmp_path, capsys):
