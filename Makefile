@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[tensorflow,test]'
 	touch $(STAMP)
 
 # The spec's Results section: VGG-16, the spec's recipe, CIFAR-10 (from the
@@ -22,11 +22,14 @@ RUN_ARGS ?=
 run: setup
 	$(BIN)/vggcifar experiment $(if $(DATA),--data $(DATA)) --run-dir runs/spec $(if $(wildcard runs/spec/run.json),--resume) $(RUN_ARGS)
 
-# A few minutes on a laptop CPU, offline: a quarter-width VGG-16 on the
-# synthetic set with the spec-he recipe, reported after 3 epochs.
+# About a minute of training on a 2-core CPU, offline: a quarter-width VGG-16
+# learns the synthetic set with the spec-he recipe (90-97% test accuracy over
+# seeds 0-2), 8 epochs of 63 steps at batch 32: more than the 250 steps a
+# recipe needs to learn, so the run's short-run warning stays silent.
+DEMO_ARGS := --recipe spec-he --dataset synthetic --limit-train 2300 --limit-test 1000 --milestones 8 --epochs 8 \
+	--batch-size 32 --set width=0.25 --set dense_units=256 --set val_split=300
 demo: setup
-	$(BIN)/vggcifar experiment --recipe spec-he --dataset synthetic --limit-train 3000 --limit-test 1000 \
-		--milestones 3 --epochs 3 --set width=0.25 --set dense_units=256 --set val_split=500 --quiet --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/vggcifar experiment $(DEMO_ARGS) --quiet --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 # Two test processes, each module whole in one of them (its fixtures built
 # once); TEST_ARGS="-n 0" runs the suite in this process, and

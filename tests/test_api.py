@@ -145,14 +145,15 @@ def test_load_data_predict_and_evaluate_take_what_a_notebook_has(tmp_path):
     model = run.load_model()
     png = tmp_path / "a.png"
     Image.fromarray(x_test[0]).save(png)
-    by_path = vggcifar.predict(run, [png], top_k=3)
+    # In float32, as the run trained and as run.load_model() is (the default, auto, is the machine's choice).
+    by_path = vggcifar.predict(run, [png], top_k=3, precision="float32")
     by_pil = vggcifar.predict(model, [Image.open(png)], top_k=3)
-    by_array = vggcifar.predict(run.path, x_test[0], top_k=3)
+    by_array = vggcifar.predict(run.path, x_test[0], top_k=3, precision="float32")
     assert by_path == by_array and len(by_path[0]) == 3
     assert by_path[0][0][0] in data.class_names and 0 <= by_path[0][0][1] <= 1  # the run's own class names
     # A bare model knows no names (CIFAR-10's for 10 outputs): the same probabilities.
     assert [p for _, p in by_pil[0]] == [p for _, p in by_path[0]]
     # A run folder's own data by default; a model object: on the data named, nothing written.
-    assert vggcifar.evaluate(run)["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"])
+    assert vggcifar.evaluate(run, precision="float32")["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"])
     in_memory = vggcifar.evaluate(model, dataset="synthetic", limit_test=32)
     assert in_memory["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"])

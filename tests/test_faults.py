@@ -728,20 +728,49 @@ def test_model_file_with_code_is_refused_and_never_runs(tmp_path):
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("dominant,collapsed", [(18, True), (17, False)])
 def test_collapse_is_detected_at_ninety_percent(dominant, collapsed):
+    from vggcifar.config import make_config
     from vggcifar.metrics import summarize
     from vggcifar.report import collapse_message, milestone_section
 
+    spec = make_config("spec").to_dict()
     names = [f"c{i}" for i in range(10)]
     pred = np.array([3] * dominant + list(range(20 - dominant)))  # 20 images, `dominant` of them called c3
     probs = np.eye(10, dtype=np.float32)[pred] * 0.9 + 0.01
     metrics = summarize(probs, np.arange(20) % 10, names)
     if collapsed:
         assert metrics["collapse"] == {"class": 3, "share": dominant / 20, "class_name": "c3"}
-        assert "'c3', for 90.0% of the test images" in collapse_message(metrics)
+        assert "'c3', for 90.0% of the test images" in collapse_message(metrics, spec)
         # The report says so where the result is, with the likely causes.
-        section = milestone_section({**metrics, "epoch": 1, "train_seconds": 1.0}, {"confusion": "p.png"})
+        section = milestone_section({**metrics, "epoch": 1, "train_seconds": 1.0}, {"confusion": "p.png"}, spec)
         assert "> **Collapsed.** The model predicts one class, 'c3'" in section
-        assert "Likely causes: the initialisation" in section and "`spec-he` and `vgg16-bn` recipes" in section
+        assert ("glorot initialisation in a 16-layer network without batch norm (He weights in `spec-he` and "
+                "`vgg16-bn`)") in section
     else:
-        assert metrics["collapse"] is None and collapse_message(metrics) is None
-        assert "Collapsed" not in milestone_section({**metrics, "epoch": 1, "train_seconds": 1.0}, {"confusion": "p.png"})
+        assert metrics["collapse"] is None and collapse_message(metrics, spec) is None
+        assert "Collapsed" not in milestone_section({**metrics, "epoch": 1, "train_seconds": 1.0},
+                                                    {"confusion": "p.png"}, spec)
+
+
+@pytest.mark.parametrize("recipe", ["spec", "spec-he", "vgg16-bn"])
+def test_a_collapse_is_blamed_on_the_runs_own_settings(recipe):
+    # A recipe is never told to use itself, nor blamed for what it does not have.
+    from vggcifar.config import RECIPES, make_config
+    from vggcifar.report import collapse_message
+
+    metrics = {"collapse": {"class": 0, "share": 0.95, "class_name": "v-bar"}}
+    config = make_config(recipe)
+    text = collapse_message(metrics, config.to_dict())
+    assert text.startswith("The model predicts one class, 'v-bar', for 95.0% of the test images")
+    assert f"(recipe `{recipe}`)" in text and text.count(f"`{recipe}`") == 1
+    assert ("glorot" in text) == config.kernel_initializer.startswith("glorot")
+    assert ("without momentum" in text) == (config.momentum == 0)
+    assert ("no batch normalisation" in text) == (not config.batch_norm)
+    # The recipes it names for batch norm have it.
+    for other in RECIPES:
+        if f"batch norm in `{other}`" in text:
+            assert make_config(other).batch_norm
+    if config.momentum:  # a learning recipe: its rate, halved, is the option to try
+        assert (f"a learning rate too high for this data, {config.lr} at batch {config.batch_size} "
+                f"(try --lr {config.lr / 2:g})") in text
+    short = collapse_message({**metrics, "short_run": {"steps": 60}}, config.to_dict())
+    assert "too few optimizer steps" in short and "too few optimizer steps" not in text

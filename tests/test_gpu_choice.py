@@ -42,6 +42,19 @@ def test_jax_is_the_default_only_where_it_can_use_the_gpu(gpu_machine, probe, ex
         assert reason.startswith("the default on the CPU: JAX's CUDA plugin is installed but")
 
 
+def test_a_gpu_jax_cannot_use_on_a_machine_without_tensorflow_runs_jax_on_the_cpu_and_says_why(gpu_machine,
+                                                                                                 monkeypatch):
+    gpu_machine((12040, 1, (9, 0)))
+    real = vggcifar._util.find_spec
+    monkeypatch.setattr(vggcifar._util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else object() if name == "jax" else real(name, *a))
+    chosen, reason = vggcifar.default_backend()
+    assert chosen == "jax"
+    assert reason == ("the backend installed (tensorflow, the default, is not), on the CPU: JAX's CUDA plugin is "
+                      "installed but the NVIDIA driver supports CUDA 12.4, jax_cuda13_plugin needs 13: update the "
+                      "driver or pip install -e '.[gpu-cuda12]'")
+
+
 def test_an_empty_cuda_visible_devices_is_seen_without_asking_the_driver(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with mock.patch("ctypes.CDLL", side_effect=AssertionError("the driver was asked")):

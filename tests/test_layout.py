@@ -17,7 +17,7 @@ FLOORS = {
     "cli": 7, "__main__": 7, "options": 7,
     "api": 6,
     "runs": 5, "bench": 5, "seeds": 5,
-    "loop": 4, "evaluation": 4, "prediction": 4, "report": 4, "record": 4, "comparison": 4, "hooks": 3,
+    "loop": 4, "evaluation": 4, "prediction": 4, "export": 4, "report": 4, "record": 4, "comparison": 4, "hooks": 3,
     "inference": 3, "checkpoint": 3, "progress": 3, "plots": 3, "steps": 3, "liveview": 3, "build": 3, "settings": 3,
     "model": 2, "data": 2, "cifarfiles": 2, "download": 2, "rundir": 2, "backend": 2, "config": 2,
     "table": 2, "images": 2, "fixtures": 2, "budget": 2, "order": 2, "request": 2, "supervisor": 2,
@@ -127,6 +127,27 @@ def test_each_run_folder_name_is_spelled_in_one_module(name):
     assert spelled == ["rundir"], f"{name!r} is spelled in {spelled}"
 
 
+def _each_command_then_control(commands, control: str) -> tuple[list[str], str]:
+    """Run ``commands`` through the CLI in one fresh process, saying after
+    each its status and whether keras is imported (once imported it stays in
+    sys.modules), then ``control``, code that should import keras, and
+    whether it did ("CONTROL True"): the STATUS lines and the whole stderr."""
+    code = (
+        "import sys\n"
+        "from vggcifar.cli import main\n"
+        f"for argv in {commands!r}:\n"
+        "    try:\n"
+        "        status = main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        status = exc.code\n"
+        "    print('STATUS', argv[0], status, 'KERAS', 'keras' in sys.modules, file=sys.stderr)\n"
+        f"{control}"
+        "print('CONTROL', 'keras' in sys.modules, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return [line for line in out.stderr.splitlines() if line.startswith("STATUS")], out.stderr
+
+
 def test_commands_that_build_no_model_import_no_backend(tmp_path):
     # `vggcifar --help`, `recipes`, `data info` and `compare` answer without keras (5-6 s
     # of imports with TensorFlow); the control line shows the check can fail.
@@ -141,23 +162,26 @@ def test_commands_that_build_no_model_import_no_backend(tmp_path):
     (run / "history.csv").write_text("epoch,val_loss,val_accuracy\n1,1.0,0.5\n")
     commands = [["--help"], ["recipes"], ["recipes", "spec", "--json"], ["data", "info", str(archive)],
                 ["compare", str(run), "--output", str(tmp_path / "cmp")]]
-    code = (
-        "import sys\n"
-        "from vggcifar.cli import main\n"
-        f"for argv in {commands!r}:\n"
-        "    try:\n"
-        "        status = main(argv)\n"
-        "    except SystemExit as exc:\n"
-        "        status = exc.code\n"
-        "    print('STATUS', argv[0], status, 'KERAS', 'keras' in sys.modules, file=sys.stderr)\n"
-        "import vggcifar.model\n"
-        "vggcifar.model.build_vgg('vgg11', width=0.0625, dense_units=8)\n"
-        "print('CONTROL', 'keras' in sys.modules, file=sys.stderr)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    lines = [line for line in out.stderr.splitlines() if line.startswith("STATUS")]
-    assert lines == [f"STATUS {argv[0]} 0 KERAS False" for argv in commands], out.stderr[-2000:]
-    assert "CONTROL True" in out.stderr
+    lines, stderr = _each_command_then_control(
+        commands, "import vggcifar.model\nvggcifar.model.build_vgg('vgg11', width=0.0625, dense_units=8)\n")
+    assert lines == [f"STATUS {argv[0]} 0 KERAS False" for argv in commands], stderr[-2000:]
+    assert "CONTROL True" in stderr
+
+
+def test_a_wrong_recipe_or_setting_is_refused_before_keras_is_imported():
+    # Each refused in one line with status 2, keras never imported; the
+    # control: a right one goes on to import it (and is stopped there, its
+    # data folder missing).
+    bad = [["train", "--recipe", "foo"], ["experiment", "--recipe", "spec,foo", "--epochs", "2"],
+           ["train", "--set", "width=-1"], ["train", "--set", "colour=red"],
+           ["experiment", "--seeds", "0,1", "--set", "batch_size=0"], ["train", "--recipe", "spec-he", "--lr", "-1"]]
+    statuses, stderr = _each_command_then_control(bad, "main(['train', '--data', 'no-such-folder', '--epochs', '1'])\n")
+    assert statuses == [f"STATUS {argv[0]} 2 KERAS False" for argv in bad], stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("vggcifar: error:")]
+    assert errors[0] == ("vggcifar: error: Unknown recipe. Expected one of spec, spec-he, vgg16-bn. "
+                         "Received: recipe='foo'")
+    assert "Received: width=-1" in errors[2] and "Unknown config key 'colour'" in errors[3]
+    assert "CONTROL True" in stderr
 
 
 def test_the_architecture_page_names_each_module_on_its_floor():

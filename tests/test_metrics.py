@@ -125,7 +125,7 @@ def test_every_view_of_the_confusion_matrix_is_metrics_jsons_matrix(tmp_path):
     assert ax.get_ylabel() == "true class" and ax.get_xlabel() == "predicted class"
     assert [t.get_text() for t in ax.get_yticklabels()] == names
 
-    section = milestone_section(m, {"confusion": "p.png"})
+    section = milestone_section(m, {"confusion": "p.png"}, {})
     rows = [line for line in section.splitlines() if line.startswith("| **")]
     assert [r.split("|")[1].strip() for r in rows] == [f"**{n}**" for n in names]
     np.testing.assert_array_equal([[int(v) for v in r.strip("|").split("|")[1:]] for r in rows], cm)

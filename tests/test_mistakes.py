@@ -91,7 +91,7 @@ def test_a_perfect_model_has_no_mistakes_and_says_so():
     assert any("no test image is misclassified" in t.get_text() for ax in fig.axes for t in ax.texts)
     fig.clf()
     text = milestone_section({**metrics, "epoch": 1, "train_seconds": 1.0},
-                             {"confusion": "cm.png", "mistakes": "m.png", "recall": "r.png"})
+                             {"confusion": "cm.png", "mistakes": "m.png", "recall": "r.png"}, {})
     assert "No test image is misclassified." in text
 
 
@@ -136,7 +136,8 @@ def test_a_run_draws_the_mistakes_of_its_own_predictions(tmp_path):
     for m in (1, 2):
         folder = run.milestone(m)
         metrics = fsutil.read_json(folder.metrics)
-        probs = predict_probs(load_model(folder.model), data.x_test)
+        # In the precision the run computed in (model.keras itself is float32).
+        probs = predict_probs(load_model(folder.model, config.precision), data.x_test)
         want = expected_mistakes(probs, data.y_test)
         assert want, "the tiny model makes mistakes"
         assert as_tuples(metrics["mistakes"]) == want

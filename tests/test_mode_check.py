@@ -174,13 +174,13 @@ def test_report_names_a_flagged_epoch():
                "confusion_matrix": np.eye(10, dtype=int).tolist(), "class_names": [str(i) for i in range(10)],
                "train_accuracy": 0.8, "train_inference_accuracy": 0.11, "inference_mismatch": True,
                "batch_norm": True, "mismatch_epochs": [2, 3]}
-    text = milestone_section(metrics, {"confusion": "cm.png"})
+    text = milestone_section(metrics, {"confusion": "cm.png"}, {})
     assert "Training and inference disagree" in text and "0.800" in text and "0.110" in text
     assert "bn_momentum" in text
     healthy = {**metrics, "inference_mismatch": False, "mismatch_epochs": []}
-    assert "disagree" not in milestone_section(healthy, {"confusion": "cm.png"})
+    assert "disagree" not in milestone_section(healthy, {"confusion": "cm.png"}, {})
     recovered = {**metrics, "inference_mismatch": False}
-    assert "at epochs 2, 3" in milestone_section(recovered, {"confusion": "cm.png"})
+    assert "at epochs 2, 3" in milestone_section(recovered, {"confusion": "cm.png"}, {})
 
 
 def test_augmentation_acts_in_training_only_and_is_not_saved(tmp_path):

@@ -307,7 +307,7 @@ def test_png_of_a_test_image_is_predicted_as_in_memory_evaluation(tmp_path, mode
         paths.append(tmp_path / f"test{i}.png")
         Image.fromarray(image).save(paths[-1])
     expected = predict_probs(load_model(model_path), x)
-    results = predict_files(model_path, paths, top=10)
+    results = predict_files(model_path, paths, top=10, precision="float32")
     assert [r["path"] for r in results] == [str(p) for p in paths]
     for r, probs in zip(results, expected):
         got = np.zeros(10)

@@ -188,15 +188,16 @@ def test_evaluate_reproduces_metrics(tmp_path, capsys):
         np.testing.assert_array_equal(x, y)
 
     saved = fsutil.read_json(run / "metrics.json")
-    assert main(["evaluate", str(run)]) == 0  # its data from run.json, the default folder
-    assert "on 32 images; files in " + str(run / "evaluation") in capsys.readouterr().out
+    # its data from run.json, the default folder; in float32 as the run trained
+    assert main(["evaluate", str(run), "--precision", "float32"]) == 0
+    assert "on 32 images, computed in float32; files in " + str(run / "evaluation") in capsys.readouterr().out
     again = fsutil.read_json(run / "evaluation" / "metrics.json")
     assert again["epoch"] == saved["epoch"] == 2
     assert again["confusion_matrix"] == saved["confusion_matrix"] and again["per_class"] == saved["per_class"]
     assert again["test_accuracy"] == saved["test_accuracy"]
     assert again["test_loss"] == pytest.approx(saved["test_loss"], rel=1e-6)
     # A model file: its data named, the default folder beside it.
-    assert main(["evaluate", str(run / "model.keras"), "--data", str(archive)]) == 0
+    assert main(["evaluate", str(run / "model.keras"), "--data", str(archive), "--precision", "float32"]) == 0
     assert fsutil.read_json(run / "model-evaluation" / "metrics.json")["confusion_matrix"] == saved["confusion_matrix"]
     # A dataset with another number of classes is refused, naming both counts.
     names = [f"c{i}" for i in range(100)]

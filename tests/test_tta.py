@@ -44,10 +44,10 @@ def test_flip_is_the_mean_of_image_and_mirror(model_file, tmp_path, capsys):
     by_hand = (plain + flipped) / 2
 
     assert main(["evaluate", str(path), "--dataset", "synthetic", "--limit-test", "64", "--tta", "flip",
-                 "--out", str(tmp_path / "flip")]) == 0
+                 "--precision", "float32", "--out", str(tmp_path / "flip")]) == 0
     assert "with flip test-time augmentation" in capsys.readouterr().out
     assert main(["evaluate", str(path), "--dataset", "synthetic", "--limit-test", "64",
-                 "--out", str(tmp_path / "none")]) == 0
+                 "--precision", "float32", "--out", str(tmp_path / "none")]) == 0
     with_flip = fsutil.read_json(tmp_path / "flip" / "metrics.json")
     without = fsutil.read_json(tmp_path / "none" / "metrics.json")
     assert (with_flip["tta"], without["tta"]) == ("flip", "none")

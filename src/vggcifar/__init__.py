@@ -104,7 +104,16 @@ def default_backend() -> tuple[str, str]:
         problem = jax_gpu_problem()
         if problem is None:
             return GPU_DEFAULT_BACKEND, "the default on a machine with an NVIDIA GPU and JAX's CUDA plugin"
-        return DEFAULT_BACKEND, f"the default on the CPU: JAX's CUDA plugin is installed but {problem}"
+        problem = f"on the CPU: JAX's CUDA plugin is installed but {problem}"
+    else:
+        problem = None
+    if _util.find_spec(DEFAULT_BACKEND) is None:  # the base install holds no backend: the one installed
+        for other in ("jax", "torch"):
+            if _util.find_spec(other) is not None:
+                why = f"the backend installed ({DEFAULT_BACKEND}, the default, is not)"
+                return other, f"{why}, {problem}" if problem else why
+    if problem:
+        return DEFAULT_BACKEND, f"the default {problem}"
     if _has_nvidia_gpu():
         return DEFAULT_BACKEND, "the default (an NVIDIA GPU, but no JAX CUDA plugin: pip install -e '.[gpu]')"
     return DEFAULT_BACKEND, "the default on a machine without an NVIDIA GPU"

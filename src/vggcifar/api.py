@@ -174,8 +174,9 @@ def build_model(recipe: str = "spec", *, num_classes: int = 10, **settings):
         return build(config, num_classes)
 
 
-def _model_and_names(run_or_model):
-    """(a Keras model, its class names or None) from a Run, a run folder, a .keras file or a model."""
+def _model_and_names(run_or_model, precision: str = "float32"):
+    """(a Keras model, its class names or None) from a Run, a run folder, a
+    .keras file (loaded computing in ``precision``) or a model (as it is)."""
     from vggcifar.inference import load_model
     from vggcifar.prediction import run_class_names
 
@@ -184,18 +185,20 @@ def _model_and_names(run_or_model):
     if isinstance(run_or_model, (str, Path)):
         path = Path(run_or_model)
         path = RunDir(path).model if path.is_dir() else path
-        model = load_model(path)
+        model = load_model(path, precision)
         return model, run_class_names(path, int(model.output_shape[-1]))
     return run_or_model, None
 
 
 @_quiet
-def evaluate(run_or_model, *, out=None, tta: str = "none", **data_options) -> dict:
+def evaluate(run_or_model, *, out=None, tta: str = "none", precision: str = "auto", **data_options) -> dict:
     """What `vggcifar evaluate` writes, as a dict: ``run_or_model`` (a Run, a
     run folder or a .keras file: its files go to ``out``, default beside it;
     a Keras model: nothing is written) on the test set of ``data_options``
     (``dataset``, ``data``, ``data_url``, ``data_sha256``, ``data_test_share``,
-    ``limit_test``; a run folder's own by default)."""
+    ``limit_test``; a run folder's own by default). A saved model computes in
+    ``precision`` (vggcifar.inference.PRECISIONS: "auto" is bfloat16 where this
+    machine computes in it); a Keras model given computes as it is."""
     from vggcifar.evaluation import evaluate_path
 
     from vggcifar.data import data_source
@@ -211,7 +214,8 @@ def evaluate(run_or_model, *, out=None, tta: str = "none", **data_options) -> di
         target = run_or_model.path if isinstance(run_or_model, Run) else run_or_model
         metrics, _ = evaluate_path(target, data=source["data"], dataset=source["dataset"], url=source["url"],
                                    sha256=source["sha256"], test_share=source.get("test_share"),
-                                   limit_test=limit_test, out_dir=out, tta=tta)
+                                   limit_test=limit_test, out_dir=out, tta=tta,
+                                   precision=precision)
         return metrics
     from vggcifar.data import load_source
     from vggcifar.inference import predict_tta
@@ -224,11 +228,12 @@ def evaluate(run_or_model, *, out=None, tta: str = "none", **data_options) -> di
 
 
 @_quiet
-def predict(run_or_model, images, *, top_k: int = 3) -> list[list[tuple[str, float]]]:
+def predict(run_or_model, images, *, top_k: int = 3, precision: str = "auto") -> list[list[tuple[str, float]]]:
     """The ``top_k`` most probable classes of each picture, as (class name,
     probability), most probable first. ``images``: paths (PNG, JPEG), PIL
     images, or uint8 arrays (one (H, W, 3) picture, a list of them, or an
-    (N, H, W, 3) batch); pictures of any size are resized as `vggcifar predict` does."""
+    (N, H, W, 3) batch); pictures of any size are resized as `vggcifar predict`
+    does. A saved model computes in ``precision``, as ``evaluate``'s."""
     import numpy as np
 
     from vggcifar.data import class_names_for
@@ -236,7 +241,7 @@ def predict(run_or_model, images, *, top_k: int = 3) -> list[list[tuple[str, flo
     from vggcifar.inference import model_input_size, model_probs
     from vggcifar.prediction import top_k as best
 
-    model, names = _model_and_names(run_or_model)
+    model, names = _model_and_names(run_or_model, precision)
     size = model_input_size(model, "the model")
     names = names or class_names_for(int(model.output_shape[-1]))
     if isinstance(images, np.ndarray) and images.ndim == 3:

@@ -23,6 +23,8 @@ STATUS_INTERRUPTED = 1
 #: Training on several processes: another process was lost. sysexits.h's
 #: EX_TEMPFAIL ("a later try may succeed"): --resume on every process continues.
 STATUS_LOST_PROCESS = 75
+#: The packages of the Keras backends, each installed by the extra of its name (pyproject.toml).
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def exit_status(stop) -> int:
@@ -51,6 +53,11 @@ def _status(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         print("vggcifar: interrupted", file=sys.stderr)
         return 130
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in KERAS_BACKENDS:
+        package = exc.name.split(".")[0]
+        print(f"vggcifar: error: Keras' {package} backend is not installed: pip install -e '.[{package}]' "
+              "(or another backend's extra: tensorflow, the CPU default; jax; torch)", file=sys.stderr)
+        return STATUS_BAD_INPUT
     if not isinstance(exc, (ValueError, OSError)):
         raise exc
     message = first_line(exc)
@@ -169,13 +176,13 @@ def _cmd_evaluate(args) -> int:
 
     metrics, out = evaluate_path(args.target, data=args.data, dataset=args.dataset, url=args.data_url,
                                  sha256=args.data_sha256, test_share=args.data_test_share, limit_test=args.limit_test,
-                                 out_dir=args.out, tta=args.tta)
+                                 out_dir=args.out, tta=args.tta, precision=args.precision)
     for line in skipped_lines(metrics["skipped_files"], ResultDir(out).metrics):
         print(line)
     how = "" if args.tta == "none" else f" with {args.tta} test-time augmentation"
     top = "" if metrics.get(TOP_K_KEY) is None else f" (top-{TOP_K}: {100 * metrics[TOP_K_KEY]:.2f}%)"
-    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}%{top} on {metrics['images']} images{how}; "
-          f"files in {out}")
+    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}%{top} on {metrics['images']} images{how}, "
+          f"computed in {metrics['precision']}; files in {out}")
     return 0
 
 
@@ -185,12 +192,28 @@ def _cmd_predict(args) -> int:
     from vggcifar.prediction import predict_files
     from vggcifar.report import predictions_text
 
-    results = predict_files(args.model, args.images, top=args.top_k, recursive=args.recursive)
+    results = predict_files(args.model, args.images, top=args.top_k, recursive=args.recursive,
+                             precision=args.precision)
     sys.stdout.write(json.dumps(results, indent=2, allow_nan=False) + "\n" if args.json else predictions_text(results))
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"vggcifar: error: {r['error']}", file=sys.stderr)
     return STATUS_BAD_INPUT if failed else 0
+
+
+def _cmd_export(args) -> int:
+    from vggcifar.export import FORMATS, export_model
+
+    done = export_model(args.target, args.format, args.output, input_dtype=args.input_dtype,
+                        check=not args.no_check)
+    print(f"exported {FORMATS[done.format].what} to {done.path} ({done.bytes / 1024:,.0f} KB), float32, taking "
+          f"{done.input_dtype} pixels 0-255 of shape (N, 32, 32, 3)")
+    if done.checked:
+        print(f"checked in {FORMATS[done.format].runtime}: the same class as the Keras model on {done.checked} "
+              f"pictures, the largest probability difference {done.max_difference:.1g}")
+    else:
+        print(f"not checked in its runtime: {done.not_checked}")
+    return 0
 
 
 def _cmd_compare(args) -> int:
@@ -247,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     return options.build_parser({"summary": _cmd_summary, "train": _cmd_train, "experiment": _cmd_train,
                                  "recipes": _cmd_recipes, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-                                 "compare": _cmd_compare,
+                                 "compare": _cmd_compare, "export": _cmd_export,
                                  "data info": _cmd_data_info, "data verify": _cmd_data_verify, "bench": _cmd_bench})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vggcifar.inference import load_model, predict_tta
-from vggcifar.rundir import ResultDir, RunDir
+from vggcifar.rundir import ResultDir, RunDir, model_file
 
 
 def write_results(folder: ResultDir, metrics: dict, *, synthetic: bool, images) -> None:
@@ -28,13 +28,15 @@ def write_results(folder: ResultDir, metrics: dict, *, synthetic: bool, images) 
 
 
 def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, test_share=None, split_seed=None,
-                  limit_test=None, out_dir=None, tta="none"):
+                  limit_test=None, out_dir=None, tta="none", precision="auto"):
     """Evaluate ``target`` (a run folder or a .keras file) on the test set
     named by ``data`` / ``dataset`` (a run folder: its own, unless given;
     ``url`` and ``sha256`` as for ``load_cifar``; ``test_share`` and
     ``split_seed`` as for ``vggcifar.data.read_path``), with test-time augmentation
-    ``tta`` (see vggcifar.inference.TTA_MODES); returns (metrics, output folder).
-    The default folder is ``evaluation``, ``evaluation-flip`` with flip TTA."""
+    ``tta`` (see vggcifar.inference.TTA_MODES), the model computing in
+    ``precision`` (vggcifar.inference.PRECISIONS); returns (metrics, output
+    folder). The default folder is ``evaluation``, ``evaluation-flip`` with flip TTA."""
+    from vggcifar.backend import resolve_precision
     from vggcifar.data import load_source
     from vggcifar.metrics import summarize
 
@@ -44,9 +46,7 @@ def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, tes
     epoch = None
     if target.is_dir():
         run = RunDir(target)
-        model_path = run.model
-        if not model_path.exists():
-            raise ValueError(f"{target} holds no {model_path.name}: it is not a finished run folder")
+        model_path = model_file(target)
         if data is None and dataset is None:
             source = {**run.read_run().get("data", {}), **{k: v for k, v in source.items() if v is not None}}
         if limit_test is None:
@@ -58,14 +58,14 @@ def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, tes
         model_path = target
         suffix = "" if tta == "none" else f"-{tta}"
         out = ResultDir(out_dir or target.with_name(f"{target.stem}-evaluation{suffix}"))
-    model = load_model(model_path)
+    model = load_model(model_path, precision)
     cifar = load_source(source, limit_train=1, limit_test=limit_test)
     if model.output_shape[-1] != cifar.num_classes:
         raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but the dataset has "
                          f"{cifar.num_classes} classes; pass the matching --data or --dataset")
     probs = predict_tta(model, cifar.x_test, tta)
     metrics = {"epoch": epoch, **summarize(probs, cifar.y_test, cifar.class_names), "tta": tta,
-               "model": str(model_path), "synthetic": cifar.synthetic, "subset": cifar.subset,
-               "skipped_files": cifar.skipped}
+               "precision": resolve_precision(precision), "model": str(model_path), "synthetic": cifar.synthetic,
+               "subset": cifar.subset, "skipped_files": cifar.skipped}
     write_results(out, metrics, synthetic=cifar.synthetic, images=cifar.x_test)
     return metrics, out.path

@@ -93,10 +93,11 @@ def atomic_dir(target):
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        for p in tmp.iterdir():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        for folder, _, files in os.walk(tmp, topdown=False):
+            for name in files:
+                with open(os.path.join(folder, name), "rb") as f:
+                    os.fsync(f.fileno())
+            _fsync_dir(Path(folder))
         if target.exists():
             old = target.with_name(f".{target.name}.old.tmp")  # removed by remove_stale_temps if killed here
             shutil.rmtree(old, ignore_errors=True)

@@ -16,6 +16,10 @@ INFERENCE_BATCH = 256  # images per predict step; memory only, not numerics
 #: Test-time augmentation: "none", or "flip": the mean softmax of each image
 #: and its horizontal mirror.
 TTA_MODES = ("none", "flip")
+#: What a saved model computes in here (``load_model``): "auto" is bfloat16
+#: where this machine computes in it (vggcifar.backend.resolve_precision's
+#: rule, as in training), else float32. The saved file is float32 either way.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
 
 #: The most a JSON member of a ``.keras`` file (its config and metadata) may
@@ -69,9 +73,11 @@ def _check_member_sizes(path: Path, members) -> None:
                              "it: a decompression bomb, not a model saved by Keras")
 
 
-def load_model(path):
+def load_model(path, precision: str = "float32"):
     """A ``.keras`` file, loaded with Keras' safe mode on (no code from the
-    file runs), after ``check_keras_archive``."""
+    file runs), after ``check_keras_archive``, its layers computing in
+    ``precision`` (PRECISIONS; a model saved in another policy, as older runs
+    saved bfloat16-trained ones, is converted)."""
     import zipfile
 
     path = Path(path)
@@ -80,11 +86,13 @@ def load_model(path):
                          "save the model with model.save('model.keras')")
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
+    if precision not in PRECISIONS:
+        raise ValueError(f"Expected `precision` in {PRECISIONS}. Received: precision={precision!r}")
     check_keras_archive(path)
     import keras
 
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except zipfile.BadZipFile as exc:  # a member's bytes damaged (its checksum fails)
         raise _not_a_keras_zip(path, first_line(exc)) from None
     except Exception as exc:
@@ -92,6 +100,16 @@ def load_model(path):
         # Keras' text goes on to suggest turning safe mode off: this command never does.
         first = first.split(" If you trust", 1)[0].strip()
         raise ValueError(f"{path}: cannot be loaded safely ({first})") from None
+    return in_precision(model, precision)
+
+
+def in_precision(model, precision: str):
+    """``model`` computing in ``precision`` (PRECISIONS, "auto" resolved for
+    this machine): itself when it already does."""
+    from vggcifar.backend import resolve_precision
+    from vggcifar.model import with_dtype_policy
+
+    return with_dtype_policy(model, resolve_precision(precision))
 
 
 def model_input_size(model, where) -> tuple[int, int]:

@@ -188,6 +188,38 @@ def build_vgg(
     return keras.Model(inputs, outputs, name=name)
 
 
+def with_dtype_policy(model, policy: str = "float32", *, input_dtype: str | None = None):
+    """``model`` rebuilt with every layer computing in ``policy`` and the same
+    weights; ``input_dtype`` (e.g. "float32") replaces the dtype its input
+    takes. Mixed precision is a training setting, not part of a network: a
+    model saved or exported is ``with_dtype_policy(model, "float32")``, and
+    one computing in a mixed policy keeps its output layers in float32, as
+    Keras' mixed-precision guide asks (probabilities and the loss stay
+    accurate). The variables stay float32 under every policy. ``model``
+    itself when nothing would change."""
+    import keras
+
+    keep = set(model.output_names) if policy.startswith("mixed_") else set()
+
+    def wanted(layer) -> str:
+        return "float32" if layer.name in keep else policy
+
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if input_dtype in (None, model.inputs[0].dtype) and all(l.dtype_policy.name == wanted(l) for l in layers):
+        return model
+
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": wanted(layer)})
+
+    inputs = None
+    if input_dtype is not None:
+        (spec,) = model.inputs
+        inputs = keras.Input(batch_shape=spec.shape, dtype=input_dtype, name=model.layers[0].name)
+    copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def copy_weights(source, target) -> None:
     """Copy weights between two builds of one network that differ only in
     padding style (or anything else that adds or drops weightless layers)."""

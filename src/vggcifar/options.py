@@ -114,8 +114,15 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dense-units", type=int, default=4096, help="width of the hidden dense layers (default: 4096)")
 
 
+def _recipe_defaults(key: str) -> str:
+    """Each recipe's value of ``key``, for a help text: "spec 100, spec-he 60, ..."."""
+    from vggcifar.config import RECIPES, TrainConfig
+
+    return ", ".join(f"{name} {values.get(key, getattr(TrainConfig, key))}" for name, values in RECIPES.items())
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from vggcifar.config import PRECISIONS, RECIPES
+    from vggcifar.config import FIELDS, PRECISIONS, RECIPES, TrainConfig
 
     add_data_options(p)
     p.add_argument("--recipe", default=None, help=f"training recipe: {', '.join(RECIPES)} (default: spec); "
@@ -123,13 +130,16 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", dest="config_file", metavar="FILE",
                    help="start from this JSON config: a run's config.json or `vggcifar recipes NAME --json`; "
                         "options given here go over it")
-    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--epochs", type=positive_int,
+                   help=f"passes over the training images (default: the recipe's: {_recipe_defaults('epochs')}; "
+                        "experiment: the last milestone)")
     p.add_argument("--batch-size", type=positive_int,
                    help="images per step (default: the recipe's); the learning recipes scale their lr to it linearly")
     p.add_argument("--lr", type=float, help="peak learning rate, used as given at any batch size "
                    "(default: the recipe's, scaled to --batch-size; see `vggcifar recipes`)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--seed", type=int, help=f"{FIELDS['seed']['doc']} (default: {TrainConfig.seed})")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help=f"{FIELDS['precision']['doc']} (default: the recipe's: {_recipe_defaults('precision')})")
     p.add_argument("--run-dir", help="folder for everything the run writes (default: runs/RECIPE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     p.add_argument("--limit-train", type=positive_int, help="train on the first N images only")
@@ -193,7 +203,12 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     subcommand) to the function that carries it out."""
     from vggcifar import __version__
     from vggcifar.data import DATASETS
-    from vggcifar.inference import TTA_MODES
+    from vggcifar.export import FORMATS, INPUT_DTYPES
+    from vggcifar.inference import PRECISIONS, TTA_MODES
+
+    precision_help = ("what the model computes in: auto is bfloat16 where this machine computes in it (a GPU "
+                      "with bfloat16 tensor cores, a CPU with AMX or AVX512 bfloat16), else float32; the saved "
+                      "model is float32 either way (default: auto)")
 
     parser = argparse.ArgumentParser(
         prog="vggcifar",
@@ -232,7 +247,8 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     p.set_defaults(func=commands["recipes"])
 
     p = sub.add_parser("evaluate", help="metrics and pictures for a saved model")
-    p.add_argument("target", metavar="RUN_DIR|MODEL.keras")
+    p.add_argument("target", metavar="RUN_DIR|MODEL.keras",
+                   help="a run folder (tested on the data it trained on, unless --data or --dataset) or a .keras file")
     add_data_options(p)
     p.add_argument("--limit-test", type=positive_int, help="the first N test images only")
     p.add_argument("--out", help="folder for the results (default: RUN_DIR/evaluation or MODEL-evaluation, "
@@ -240,6 +256,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     p.add_argument("--tta", choices=TTA_MODES, default="none",
                    help="test-time augmentation: flip averages the softmax of each image and its mirror "
                         "(default: none)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=precision_help)
     p.set_defaults(func=commands["evaluate"])
 
     p = sub.add_parser("predict", help="classify PNG or JPEG pictures with a saved model")
@@ -249,7 +266,22 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     p.add_argument("--recursive", action="store_true", help="a folder's subfolders too")
     p.add_argument("--top-k", type=positive_int, default=3, help="classes to show per picture (default: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON list, an entry per picture")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=precision_help)
     p.set_defaults(func=commands["predict"])
+
+    p = sub.add_parser("export", help="write a saved model as ONNX, LiteRT (TFLite) or a TensorFlow SavedModel, "
+                       "checked in its own runtime")
+    p.add_argument("target", metavar="RUN_DIR|MODEL.keras", help="a run folder (its model.keras) or a .keras file")
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="onnx (a .onnx file), tflite (a .tflite file) or saved_model (a folder)")
+    p.add_argument("--output", required=True, metavar="PATH", help="the file or folder to write")
+    p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="uint8",
+                   help="what the exported model takes: pixels 0-255 as uint8, as model.keras, or as float32 "
+                        "(default: uint8)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip running the export in its runtime against the Keras model (default: checked on "
+                        "16 pictures where the runtime is installed)")
+    p.set_defaults(func=commands["export"])
 
     p = sub.add_parser("compare", help="run folders side by side: accuracy at each milestone, top-5, time, "
                        "images/s, precision, backend; folders of seeds as mean ± std")
@@ -271,7 +303,8 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     info.set_defaults(func=commands["data info"])
     verify = actions.add_parser("verify", help="check an archive or folder fully (a folder of class folders: "
                                 "every file a readable picture); exit 0, or 2 with the reason")
-    verify.add_argument("path", metavar="PATH")
+    verify.add_argument("path", metavar="PATH",
+                        help="a CIFAR archive (.tar.gz), its extracted folder, or a folder of class folders")
     verify.add_argument("--official", action="store_true", help="also require the official archive's bytes")
     verify.add_argument("--sha256", metavar="HEX",
                         help="also require this sha256 of the archive (a folder of class folders: of its content)")

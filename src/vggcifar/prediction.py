@@ -81,11 +81,13 @@ def run_class_names(model_path, num_classes: int) -> list[str] | None:
     return None
 
 
-def predict_files(model_path, paths: Sequence, *, top: int = 3, recursive: bool = False) -> list[dict]:
+def predict_files(model_path, paths: Sequence, *, top: int = 3, recursive: bool = False,
+                  precision: str = "auto") -> list[dict]:
     """One result per picture, in order, a folder standing for its files
     (``picture_paths``, ``recursive`` as there): ``{"path", "top_k": [{"class",
     "label", "probability"}, ...]}`` or ``{"path", "error"}`` for a file that is
-    not a usable picture, or a folder with none. A model that cannot be used
+    not a usable picture, or a folder with none; the model computes in
+    ``precision`` (vggcifar.inference.PRECISIONS). A model that cannot be used
     raises ``ValueError``."""
     from pathlib import Path
 
@@ -93,7 +95,7 @@ def predict_files(model_path, paths: Sequence, *, top: int = 3, recursive: bool 
     from vggcifar.inference import load_model, model_input_size, model_probs
     from vggcifar.images import ImageError, read_image, to_model_input
 
-    model = load_model(model_path)
+    model = load_model(model_path, precision)
     size = model_input_size(model, model_path)
     num_classes = int(model.output_shape[-1])
     if not isinstance(top, int) or top < 1 or top > num_classes:

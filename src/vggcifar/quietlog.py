@@ -19,7 +19,9 @@ import threading
 # absl's line format: severity letter, MMDD, time, thread id, file:line]
 _ABSL = re.compile(rb"^[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] ")
 _EXACT = (b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
-          b"To enable the following instructions:")
+          b"To enable the following instructions:",
+          # LiteRT's interpreter, as it starts (vggcifar export checks a .tflite in it)
+          b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
 # An error line is kept unless it is the known one of a GPU-less machine.
 _HARMLESS_ERRORS = re.compile(rb"cuInit|cuda drivers|CUDA_ERROR_NO_DEVICE|Unable to register cu")
 

@@ -118,7 +118,7 @@ class RunRecord:
         write_results(folder, metrics, synthetic=data.synthetic, images=data.x_test)
         self.log(f"epoch {end.epoch}: test accuracy {100 * metrics['test_accuracy']:.2f}%, "
                  f"{hms(end.state.train_seconds)} of training")
-        msg = collapse_message(metrics)
+        msg = collapse_message(metrics, config.to_dict())
         if msg:
             self.log("WARNING: " + msg)
         self.results[end.epoch] = metrics

@@ -9,12 +9,6 @@ from __future__ import annotations
 from vggcifar.metrics import COLLAPSE_SHARE, TOP_K, TOP_K_KEY
 from vggcifar.progress import hms
 
-COLLAPSE_CAUSES = (
-    "Likely causes: the initialisation (glorot weights in a 16-layer network without batch norm), "
-    "the learning rate (too high for plain SGD without momentum, or decayed too little), "
-    "and no batch normalisation; the `spec-he` and `vgg16-bn` recipes address these"
-)
-
 #: Above every report and comparison of runs on the synthetic set.
 SYNTHETIC_NOTE = ("> **Synthetic data.** These figures come from the synthetic CIFAR-shaped set, not CIFAR-10: "
                   "they show that the pipeline works, nothing about VGG-16 on CIFAR-10.")
@@ -26,13 +20,48 @@ def finished_line(metrics: dict, report) -> str:
             f"report: {report}")
 
 
-def collapse_message(metrics: dict) -> str | None:
+def collapse_message(metrics: dict, config: dict) -> str | None:
+    """What a collapsed model (metrics' ``collapse``) means, with the likely
+    causes that ``config`` (the run's config.json) itself has, and the
+    recipes or options that change them; None when it did not collapse."""
     c = metrics.get("collapse")
     if not c:
         return None
     return (f"The model predicts one class, '{c['class_name']}', for {100 * c['share']:.1f}% of the "
             f"test images (at least {100 * COLLAPSE_SHARE:.0f}% counts as collapsed): it has not learned. "
-            + COLLAPSE_CAUSES + ".")
+            + collapse_causes(config, short_run=bool(metrics.get("short_run"))) + ".")
+
+
+def collapse_causes(config: dict, *, short_run: bool = False) -> str:
+    """The likely causes of a collapse that ``config`` (a run's config.json)
+    itself has, each with the other recipes or the option that change it."""
+    from vggcifar.config import RECIPES, make_config
+    from vggcifar.model import CONFIGS
+
+    recipe = config.get("recipe", "spec")
+    others = {name: make_config(name) for name in RECIPES if name != recipe}
+
+    def cause(text: str, what: str, has) -> str:
+        names = [f"`{name}`" for name, other in others.items() if has(other)]
+        return f"{text} ({what} in {' and '.join(names)})" if names else text
+
+    layers = sum(isinstance(v, int) for v in CONFIGS.get(config.get("model", "vgg16"), ())) + (
+        3 if config.get("dense_units", 4096) else 1)
+    batch_norm = bool(config.get("batch_norm"))
+    lr, batch = config.get("lr"), config.get("batch_size")
+    causes = ["too few optimizer steps (see the note on the run's length)"] if short_run else []
+    if str(config.get("kernel_initializer", "glorot_uniform")).startswith("glorot") and not batch_norm:
+        causes.append(cause(f"glorot initialisation in a {layers}-layer network without batch norm", "He weights",
+                            lambda o: not o.kernel_initializer.startswith("glorot")))
+    if not config.get("momentum"):
+        decayed = ", decayed little by its inverse_time schedule" if config.get("schedule") == "inverse_time" else ""
+        causes.append(cause(f"plain SGD without momentum at learning rate {lr} for batch {batch}{decayed}", "momentum",
+                            lambda o: o.momentum > 0))
+    elif lr is not None:
+        causes.append(f"a learning rate too high for this data, {lr} at batch {batch} (try --lr {lr / 2:g})")
+    if not batch_norm:
+        causes.append(cause("no batch normalisation", "batch norm", lambda o: o.batch_norm))
+    return f"Likely causes in this run's settings (recipe `{recipe}`): " + "; ".join(causes)
 
 
 def mismatch_message(epoch: int, train_accuracy: float, inference_accuracy: float, num_classes: int, *,
@@ -140,9 +169,10 @@ def mistakes_text(metrics: dict) -> str | None:
             "with the probability it gave its wrong answer.")
 
 
-def milestone_section(metrics: dict, pictures: dict[str, str]) -> str:
+def milestone_section(metrics: dict, pictures: dict[str, str], config: dict) -> str:
     """``pictures``: relative paths of this milestone's pictures by kind
-    ("confusion", and "mistakes", "recall" where they were drawn)."""
+    ("confusion", and "mistakes", "recall" where they were drawn); ``config``:
+    the run's config.json."""
     epoch = metrics["epoch"]
     top = metrics.get(TOP_K_KEY)
     lines = [
@@ -169,7 +199,7 @@ def milestone_section(metrics: dict, pictures: dict[str, str]) -> str:
         if "recall" in pictures:
             lines += [f"![recall per class after {epoch} epochs]({pictures['recall']})", ""]
     lines += [f"Time of learning process: **{hms(metrics['train_seconds'])}**", ""]
-    msg = collapse_message(metrics)
+    msg = collapse_message(metrics, config)
     if msg:
         lines[1:1] = ["", f"> **Collapsed.** {msg}"]
     if metrics.get("inference_mismatch"):
@@ -247,7 +277,7 @@ def render(
         out += [f"![learning curves]({curves})", ""]
     out += ["## Results", ""]
     for m, pictures in milestones:
-        out.append(milestone_section(m, pictures))
+        out.append(milestone_section(m, pictures, config))
     out += ["## How this was made", ""]
     versions = environment.get("versions", {})
     out += [

@@ -54,6 +54,17 @@ def read_json_or_empty(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def model_file(target) -> Path:
+    """The model a command is given: a run folder's model.keras, or the file itself."""
+    target = Path(target)
+    if not target.is_dir():
+        return target
+    model = ResultDir(target).model
+    if not model.exists():
+        raise ValueError(f"{target} holds no {model.name}: it is not a finished run folder")
+    return model
+
+
 class ResultDir:
     """One evaluation's files: a milestone folder, the top of a run folder,
     or what `vggcifar evaluate` writes."""
@@ -122,8 +133,13 @@ class ResultDir:
         fsutil.write_text(self.confusion_csv, buf.getvalue())
 
     def save_model(self, model) -> None:
+        """model.keras, every layer in float32 whatever precision the model
+        trained in: it loads and computes alike on any machine, with no
+        vggcifar (``inference.load_model`` picks the precision it runs in)."""
+        from vggcifar.model import with_dtype_policy
+
         with fsutil.atomic_path(self.model, suffix=".keras") as tmp:
-            model.save(tmp)
+            with_dtype_policy(model, "float32").save(tmp)
 
 
 class RunDir(ResultDir):
