@@ -12,8 +12,7 @@ each variant's median images/s, min and max, and its ratio to the first.
 A value ``threads=N`` sets torch's intra-op threads for that variant's steps
 (torch backend only); ``jit_compile=1`` compiles the training step with XLA
 (or torch.compile); ``steps_per_execution=K`` runs K steps a call;
-``train_on_batch=1`` steps through Keras' ``train_on_batch`` instead (the path
-of data-parallel training); ``jax_loop=scan`` makes the K steps one compiled
+``train_on_batch=1`` steps through Keras' ``train_on_batch`` instead; ``jax_loop=scan`` makes the K steps one compiled
 ``lax.scan`` instead of K calls of one compiled step (jax backend only).
 ``plain_pytorch=1`` is not our path at all: VGG-16 written directly in PyTorch
 (``torch.nn``, NCHW, ``channels_last=1`` for NHWC memory), the same uint8
@@ -31,6 +30,26 @@ import resource
 import statistics
 import time
 
+
+
+class BatchRunner:
+    """Keras' own ``train_on_batch``, one step a call: the batch gathered on
+    the host and handed to Keras (the loop this project's runners replaced)."""
+
+    def __init__(self, train_model, x, y, num_classes: int):
+        self.train_model, self.x, self.y, self.num_classes = train_model, x, y, num_classes
+
+    def run(self, rows):
+        import numpy as np
+
+        losses, accuracies = [], []
+        for step_rows in np.asarray(rows):
+            labels = np.zeros((len(step_rows), self.num_classes), np.float32)
+            labels[np.arange(len(step_rows)), self.y[step_rows]] = 1.0
+            logs = self.train_model.train_on_batch(self.x[step_rows], labels, return_dict=True)
+            losses.append(float(logs["loss"]))
+            accuracies.append(float(logs["accuracy"]))
+        return np.asarray(losses, np.float64), np.asarray(accuracies, np.float64)
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -93,6 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--windows", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="steps per window")
     p.add_argument("--width", type=float, default=None)
+    p.add_argument("--dense-units", type=int, default=None, help="units of the hidden dense layers (default: the spec's)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -101,7 +121,8 @@ def main(argv=None) -> int:
 
     from vggcifar import backend, bench
     from vggcifar import steps as steps_module
-    from vggcifar import loop as T
+    from vggcifar import order as T
+    from vggcifar.build import build_training
     from vggcifar.config import make_config
     from vggcifar.data import load_synthetic
 
@@ -120,14 +141,16 @@ def main(argv=None) -> int:
         jit = bool(values.pop("jit_compile", 0))
         per_batch = bool(values.pop("train_on_batch", 0))
         jax_loop = values.pop("jax_loop", "calls")
-        config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width, **values})
-        _, train_model = T.build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size), x)
+        config = make_config("spec", **{"batch_size": args.batch_size, "width": args.width,
+                                        "dense_units": args.dense_units, **values})
+        _, train_model = build_training(config, data.num_classes, math.ceil(len(x) / config.batch_size), x)
         if jit:  # the same step, compiled (torch.compile on torch, XLA on tensorflow and jax)
             train_model.compile(optimizer=train_model.optimizer, loss=train_model.loss, metrics=["accuracy"],
                                 jit_compile=True)
-        runner = (steps_module.BatchRunner(train_model, x, y, data.num_classes) if per_batch
-                  else steps_module.make_runner(train_model, x, y, data.num_classes, jax_loop=jax_loop))
         per_call = backend.resolve_steps_per_execution(config.steps_per_execution)
+        runner = (BatchRunner(train_model, x, y, data.num_classes) if per_batch
+                  else steps_module.make_runner(train_model, x, y, data.num_classes, per_call=per_call,
+                                                jax_loop=jax_loop))
         runs.append({"name": name, "config": config, "threads": threads, "runner": runner,
                      "chunks": T.chunks(config.seed, len(x), config.batch_size, per_call), "rates": [], "cpu": []})
 

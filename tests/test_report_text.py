@@ -31,7 +31,7 @@ def test_time_to_accuracy_is_one_sentence_under_the_time_of_learning():
     assert time_to_text(None, 15) is None
     metrics = {"epoch": 15, "test_accuracy": 0.9, "confusion_matrix": [[1, 0], [0, 1]], "class_names": ["a", "b"],
                "train_seconds": 10.0, "time_to": time_to}
-    lines = milestone_section(metrics, {"confusion": "cm.png"}).splitlines()
+    lines = milestone_section(metrics, {"confusion": "cm.png"}, {}).splitlines()
     assert lines[lines.index(text) - 2].startswith("Time of learning process")
     del metrics["time_to"]
-    assert not any(line.startswith("Validation accuracy") for line in milestone_section(metrics, {"confusion": "c"}).splitlines())
+    assert not any(line.startswith("Validation accuracy") for line in milestone_section(metrics, {"confusion": "c"}, {}).splitlines())

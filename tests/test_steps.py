@@ -199,6 +199,7 @@ def test_default_backend_follows_the_hardware(monkeypatch, gpu, plugin, expected
 
     monkeypatch.setattr(vggcifar, "_has_nvidia_gpu", lambda: gpu)
     monkeypatch.setattr(vggcifar, "_has_jax_cuda", lambda: plugin)
+    monkeypatch.setattr(vggcifar, "_cuda_probe", lambda: (13000, 1, (9, 0)))  # a GPU JAX can use (H100)
     chosen, why = vggcifar.default_backend()
     assert chosen == expected and why
     if gpu and not plugin:

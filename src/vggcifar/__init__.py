@@ -5,7 +5,9 @@ default Keras backend for a process that has not chosen one (``KERAS_BACKEND``
 unset) and has not imported keras yet. Keras reads that variable once, at its
 first import, so the default must be in place before any of our modules
 import keras. Choosing it looks at two device paths and the installed
-packages; nothing is imported.
+packages; only where both promise a GPU for JAX does it ask the NVIDIA
+driver's library (through ctypes, well under a second) whether JAX can use
+one. Nothing is imported.
 """
 
 import importlib.util as _util
@@ -26,27 +28,92 @@ DEFAULT_BACKEND = "tensorflow"
 #: TensorFlow and 2-4x ahead of torch in training (docs/performance.md, "GPUs").
 GPU_DEFAULT_BACKEND = "jax"
 
-#: Device paths an NVIDIA driver creates, and the modules of JAX's CUDA plugins.
+#: Device paths an NVIDIA driver creates.
 _NVIDIA_PATHS = ("/dev/nvidia0", "/proc/driver/nvidia/gpus")
-_JAX_CUDA_PLUGINS = ("jax_cuda13_plugin", "jax_cuda12_plugin")
+#: JAX's CUDA plugins, first preferred, with what each needs: the CUDA version
+#: the driver supports (as cuDriverGetVersion gives it, 1000 x major + 10 x
+#: minor) and the oldest GPU its CUDA builds for (compute capability: CUDA 13
+#: dropped Maxwell, Pascal and Volta; JAX's CUDA 12 wheels start at Maxwell's 5.2).
+_JAX_CUDA_PLUGINS = {"jax_cuda13_plugin": (13000, (7, 5)), "jax_cuda12_plugin": (12000, (5, 2))}
+#: cuDeviceGetAttribute's numbers for the compute capability's major and minor parts.
+_CC_MAJOR, _CC_MINOR = 75, 76
 
 
 def _has_nvidia_gpu() -> bool:
     return any(_os.path.exists(p) for p in _NVIDIA_PATHS)
 
 
+def _jax_cuda_plugin() -> str | None:
+    """The JAX CUDA plugin installed (the newest CUDA first), or None."""
+    return next((m for m in _JAX_CUDA_PLUGINS if _util.find_spec(m) is not None), None)
+
+
 def _has_jax_cuda() -> bool:
-    return any(_util.find_spec(m) is not None for m in _JAX_CUDA_PLUGINS)
+    return _jax_cuda_plugin() is not None
+
+
+def _cuda_probe():
+    """(the CUDA version the driver supports, GPUs visible, the first one's
+    compute capability), asked of the driver's own library; or, as a string,
+    why no GPU can be used."""
+    import ctypes
+
+    visible = _os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return f"no GPU is visible (CUDA_VISIBLE_DEVICES={visible!r})"
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "the NVIDIA driver's library (libcuda.so.1) cannot be loaded"
+    version, count, device, major, minor = (ctypes.c_int(0) for _ in range(5))
+    if cuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return "the NVIDIA driver does not say which CUDA it supports"
+    status = cuda.cuInit(0)
+    if status != 0:
+        return f"CUDA cannot start (cuInit returned error {status})"
+    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return "CUDA sees no GPU"
+    if (cuda.cuDeviceGet(ctypes.byref(device), 0) != 0
+            or cuda.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device) != 0
+            or cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device) != 0):
+        return "CUDA does not say what the GPU is"
+    return version.value, count.value, (major.value, minor.value)
+
+
+def jax_gpu_problem() -> str | None:
+    """Why JAX's CUDA plugin cannot use this machine's GPU, or None when it can."""
+    plugin = _jax_cuda_plugin() or next(iter(_JAX_CUDA_PLUGINS))
+    needs_cuda, oldest = _JAX_CUDA_PLUGINS[plugin]
+    found = _cuda_probe()
+    if isinstance(found, str):
+        return found
+    version, _, capability = found
+    other = " or pip install -e '.[gpu-cuda12]'" if plugin == "jax_cuda13_plugin" else ""
+    if version < needs_cuda:
+        return (f"the NVIDIA driver supports CUDA {version // 1000}.{version % 1000 // 10}, {plugin} needs "
+                f"{needs_cuda // 1000}: update the driver{other}")
+    if capability < oldest:
+        return (f"the GPU's compute capability {capability[0]}.{capability[1]} is older than {plugin} supports "
+                f"({oldest[0]}.{oldest[1]}){other.replace(' or', ':')}")
+    return None
 
 
 def default_backend() -> tuple[str, str]:
     """(the backend this machine defaults to, why)."""
     if _has_nvidia_gpu() and _has_jax_cuda():
-        return GPU_DEFAULT_BACKEND, "the default on a machine with an NVIDIA GPU and JAX's CUDA plugin"
+        problem = jax_gpu_problem()
+        if problem is None:
+            return GPU_DEFAULT_BACKEND, "the default on a machine with an NVIDIA GPU and JAX's CUDA plugin"
+        problem = f"on the CPU: JAX's CUDA plugin is installed but {problem}"
+    else:
+        problem = None
     if _util.find_spec(DEFAULT_BACKEND) is None:  # the base install holds no backend: the one installed
         for other in ("jax", "torch"):
             if _util.find_spec(other) is not None:
-                return other, f"the backend installed ({DEFAULT_BACKEND}, the default, is not)"
+                why = f"the backend installed ({DEFAULT_BACKEND}, the default, is not)"
+                return other, f"{why}, {problem}" if problem else why
+    if problem:
+        return DEFAULT_BACKEND, f"the default {problem}"
     if _has_nvidia_gpu():
         return DEFAULT_BACKEND, "the default (an NVIDIA GPU, but no JAX CUDA plugin: pip install -e '.[gpu]')"
     return DEFAULT_BACKEND, "the default on a machine without an NVIDIA GPU"

@@ -12,7 +12,9 @@ import contextlib
 import functools
 import os
 import platform
+import random
 import subprocess
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,18 @@ def name() -> str:
     return keras.backend.backend()
 
 
+#: What an NVIDIA GPU computes fast in, by compute capability (--precision
+#: auto): bfloat16 tensor cores from Ampere (8.0: A100, RTX 30xx; H100 is 9.0);
+#: float16 tensor cores only on Volta and Turing (7.x: V100, T4, RTX 20xx),
+#: trained with Keras' loss scaling; older GPUs, float32.
+BFLOAT16_FROM = (8, 0)
+FLOAT16_FROM = (7, 0)
+#: From Ampere on, the backends run "float32" matmuls and convolutions in TF32
+#: (10-bit mantissa) by default: JAX's and TensorFlow's dots and convolutions,
+#: torch's convolutions. Set this variable to 1 for full float32 (slower).
+STRICT_FLOAT32_ENV = "VGGCIFAR_STRICT_FLOAT32"
+
+
 @dataclass(frozen=True)
 class Accelerators:
     """What a backend sees besides the CPU: none (count 0), or its GPUs."""
@@ -60,6 +74,30 @@ class Accelerators:
     name: str = ""
     count: int = 0
     bfloat16: bool = False  # computes in bfloat16 natively (tensor cores from compute capability 8.0)
+    compute_capability: tuple[int, int] | None = None  # an NVIDIA GPU's, where the backend says it
+
+    def precision(self) -> str:
+        """The mixed precision these accelerators train fastest in (BFLOAT16_FROM, FLOAT16_FROM)."""
+        cc = self.compute_capability
+        if cc is None:
+            return "mixed_bfloat16" if self.bfloat16 else "float32"
+        if cc >= BFLOAT16_FROM:
+            return "mixed_bfloat16"
+        return "mixed_float16" if cc >= FLOAT16_FROM else "float32"
+
+    @property
+    def tf32(self) -> bool:
+        """Whether float32 matmuls and convolutions run in TF32 here by default."""
+        return self.compute_capability is not None and self.compute_capability >= BFLOAT16_FROM
+
+
+def _capability(text) -> tuple[int, int] | None:
+    """A compute capability from its text ("8.6") or a pair; None if unreadable."""
+    try:
+        major, minor = (str(text).split(".") + ["0"])[:2] if not isinstance(text, tuple) else text
+        return int(major), int(minor)
+    except (TypeError, ValueError):
+        return None
 
 
 @functools.cache
@@ -72,21 +110,25 @@ def accelerators(backend: str | None = None) -> Accelerators:
             import torch
 
             if torch.cuda.is_available():
+                cc = tuple(torch.cuda.get_device_capability(0))
                 return Accelerators("gpu", torch.cuda.get_device_name(0), torch.cuda.device_count(),
-                                    bool(torch.cuda.is_bf16_supported()))
+                                    cc >= BFLOAT16_FROM, cc)
         elif backend == "jax":
             import jax
 
             devs = jax.devices()
             if devs and devs[0].platform != "cpu":
-                return Accelerators(devs[0].platform, devs[0].device_kind, len(devs), devs[0].platform == "gpu")
+                cc = _capability(getattr(devs[0], "compute_capability", None))
+                return Accelerators(devs[0].platform, devs[0].device_kind, len(devs),
+                                    cc is not None and cc >= BFLOAT16_FROM, cc)
         elif backend == "tensorflow":
             import tensorflow as tf
 
             gpus = tf.config.list_physical_devices("GPU")
             if gpus:
-                capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0,))
-                return Accelerators("gpu", gpus[0].name, len(gpus), tuple(capability) >= (8, 0))
+                cc = _capability(tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability",
+                                                                                            ())) or None)
+                return Accelerators("gpu", gpus[0].name, len(gpus), cc is not None and cc >= BFLOAT16_FROM, cc)
     except Exception:  # device discovery is informative only: no accelerator
         pass
     return Accelerators()
@@ -123,14 +165,49 @@ def cpu_bfloat16(backend: str | None = None) -> str | None:
 
 
 def resolve_precision(precision: str) -> str:
-    """"auto": bfloat16 mixed precision where the device computes in it (a GPU
-    with bfloat16 tensor cores; with no accelerator, a CPU with bfloat16 units
-    this backend uses), else float32."""
+    """"auto": the mixed precision the device computes fast in: on a GPU, by
+    what its tensor cores take (``Accelerators.precision``: bfloat16 from
+    compute capability 8.0, float16 with loss scaling on 7.x, else float32);
+    with no accelerator, bfloat16 on a CPU with bfloat16 units this backend
+    uses, else float32."""
     if precision != "auto":
         return precision
     acc = accelerators()
-    fast = acc.bfloat16 if acc.count else cpu_bfloat16() is not None
-    return "mixed_bfloat16" if fast else "float32"
+    if acc.count:
+        return acc.precision()
+    return "mixed_bfloat16" if cpu_bfloat16() is not None else "float32"
+
+
+def strict_float32() -> bool:
+    """Whether the user asked for full float32 matmuls and convolutions (STRICT_FLOAT32_ENV)."""
+    return os.environ.get(STRICT_FLOAT32_ENV, "").strip() not in ("", "0")
+
+
+def tf32() -> bool:
+    """Whether this process's float32 matmuls and convolutions run in TF32."""
+    return accelerators().tf32 and not strict_float32()
+
+
+def use_strict_float32() -> bool:
+    """With STRICT_FLOAT32_ENV set: make the backend compute float32 matmuls
+    and convolutions in full float32 (no TF32). Returns whether it did."""
+    if not strict_float32():
+        return False
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    elif backend == "torch":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return True
 
 
 def resolve_steps_per_execution(steps: int | str) -> int:
@@ -281,12 +358,200 @@ def gather_ints(values, width: int) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(row)).reshape(count, width)
 
 
+# --------------------------------------------------------------------------- #
+# arrays on the devices, small compiled functions, seeds, the compile cache
+# --------------------------------------------------------------------------- #
+def _distribution():
+    """The keras.distribution in force (JAX only), or None."""
+    return keras.distribution.distribution() if name() in DISTRIBUTED_BACKENDS else None
+
+
+def replicated_sharding():
+    """Under a keras.distribution (JAX): the sharding of an array held whole
+    on every device of its mesh; None otherwise."""
+    dist = _distribution()
+    return None if dist is None else keras.distribution.TensorLayout([], dist.device_mesh).backend_layout
+
+
+def batch_sharding(ndim: int):
+    """Under a keras.distribution (JAX): the sharding that splits an array of
+    ``ndim`` axes along its first among the devices, as the distribution's data
+    layout splits a batch; None otherwise."""
+    dist = _distribution()
+    return None if dist is None else dist.get_data_layout((1,) * ndim).backend_layout
+
+
+def to_device(array: np.ndarray, *, split_axis: int | None = None):
+    """``array`` as a tensor on the devices a run computes on, sent from the
+    host once: on one device, there; under a keras.distribution (JAX), whole on
+    every device, or with ``split_axis`` split along that axis among them (when
+    it splits evenly; whole on each otherwise). Under several processes each
+    one supplies its own devices' pieces from its full copy, so every process
+    calls this with the same array."""
+    array = np.asarray(array)
+    dist = _distribution()
+    if dist is None:
+        if name() == "jax":
+            import jax
+
+            return jax.device_put(array)
+        return keras.ops.convert_to_tensor(array)
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = replicated_sharding().mesh
+    spec = [None] * array.ndim
+    if split_axis is not None and array.shape[split_axis] % mesh.devices.size == 0:
+        spec[split_axis] = batch_sharding(1).spec[0]
+    sharding = NamedSharding(mesh, PartitionSpec(*spec))
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def compiled(fn):
+    """``fn``, a function of tensors, as one compiled program of the backend
+    (``jax.jit``, ``tf.function``; torch runs it as written): called, it is
+    dispatched once, with no transfer for its constants and no wait per op.
+    Under a keras.distribution its results are whole on every device (small
+    results, for the host to read)."""
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn, out_shardings=replicated_sharding())
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+    return fn
+
+
+#: compiled_for's functions, per object, for as long as the object lives.
+_COMPILED_FOR: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def compiled_for(obj, fn):
+    """``lambda *args: fn(obj, *args)`` compiled (``compiled``) once for
+    ``obj`` (a model, an optimizer) and the devices in force, and kept while
+    ``obj`` lives: the function holds only a weak reference to it."""
+    key = (fn, replicated_sharding())
+    per_object = _COMPILED_FOR.setdefault(obj, {})
+    if key not in per_object:
+        ref = weakref.ref(obj)
+        per_object[key] = compiled(lambda *args: fn(ref(), *args))
+    return per_object[key]
+
+
+def _finite_flags(values):
+    return keras.ops.stack([keras.ops.all(keras.ops.isfinite(v)) for v in values])
+
+
+@functools.cache
+def _compiled_finite_flags(backend: str, sharding):
+    return compiled(_finite_flags)
+
+
+def finite_flags(values) -> np.ndarray:
+    """For each float tensor of ``values``, whether it holds only finite
+    numbers: one compiled reduction over all of them, read back once."""
+    values = list(values)
+    if not values:
+        return np.zeros(0, bool)
+    flags = _compiled_finite_flags(name(), replicated_sharding())(values)
+    return np.asarray(keras.ops.convert_to_numpy(flags), bool)
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed Python's and NumPy's generators and Keras' global seed (its
+    ``SeedGenerator`` and, on torch, torch's), as ``keras.utils.set_random_seed``
+    does, but without importing TensorFlow in a JAX or torch process: Keras'
+    own seeds TensorFlow wherever it is installed, which imports it (seconds,
+    and a second runtime beside JAX's or torch's on a GPU)."""
+    if not isinstance(seed, int):
+        raise ValueError(f"Expected `seed` argument to be an integer. Received: seed={seed!r}")
+    if name() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    # Keras' backend-neutral pieces of set_random_seed (keras/src/utils/rng_utils.py).
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    if name() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+
+
+#: JAX's compiled programs are kept on disk between processes (a resumed run,
+#: a second run of the same shapes, the parts of a benchmark): in this folder,
+#: "0" for none; unset, ``jax-cache/`` in the Keras folder ($KERAS_HOME, else ~/.keras).
+COMPILE_CACHE_ENV = "VGGCIFAR_JAX_CACHE"
+#: Programs that compile faster than this are not worth a file (JAX's default is 1 s;
+#: a full-size VGG step takes seconds to compile on a GPU, tens on a CPU).
+COMPILE_CACHE_MIN_SECONDS = 0.2
+
+
+def use_compile_cache() -> str | None:
+    """On JAX: keep compiled programs on disk (COMPILE_CACHE_ENV) so that a
+    resumed or repeated run loads its step instead of compiling it again.
+    JAX decides once per process, at its first compilation, so this runs before
+    anything is built. Returns the folder, or None (another backend, switched
+    off, or a folder JAX was already given, e.g. by $JAX_COMPILATION_CACHE_DIR).
+    The folder only grows; deleting it at any time costs compilations only."""
+    if name() != "jax":
+        return None
+    import jax
+
+    setting = os.environ.get(COMPILE_CACHE_ENV, "").strip()
+    if setting == "0":
+        return None
+    if not setting and jax.config.jax_compilation_cache_dir:
+        return None  # the user's own choice
+    from vggcifar.cifarfiles import keras_cache_dir
+
+    path = setting or str(keras_cache_dir().parent / "jax-cache")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", COMPILE_CACHE_MIN_SECONDS)
+    return path
+
+
+def keep_tensorflow_out() -> None:
+    """In a JAX or torch process that has not imported TensorFlow: tell Keras
+    it is absent. Keras imports it wherever it is installed to ask whether an
+    object is one of its types (saving a model's config asks for every value),
+    though no TensorFlow object can exist in a process that never imported it."""
+    import sys
+
+    if name() == "tensorflow" or "tensorflow" in sys.modules:
+        return
+    from keras.src.utils import module_utils
+
+    module_utils.tensorflow._available = False
+
+
+def configure_process() -> None:
+    """What a run sets for its whole process before it builds anything: JAX's
+    compile cache (``use_compile_cache``), no TensorFlow beside another
+    backend (``keep_tensorflow_out``), full float32 when asked
+    (``use_strict_float32``). Calling it again changes nothing."""
+    use_compile_cache()
+    keep_tensorflow_out()
+    use_strict_float32()
+
+
 def describe() -> str:
     """One line: the backend, how it was chosen, and the device it trains on."""
     import vggcifar
 
     dev = device_info()
-    return f"backend: {name()} ({vggcifar.BACKEND_CHOICE}), on {dev['name']} ({dev['kind']})"
+    line = f"backend: {name()} ({vggcifar.BACKEND_CHOICE}), on {dev['name']} ({dev['kind']})"
+    if tf32():
+        line += f"; float32 matmuls and convolutions in TF32 ({STRICT_FLOAT32_ENV}=1 for full float32)"
+    return line
 
 
 def set_torch_threads(threads: int) -> None:
@@ -318,7 +583,10 @@ def device_info() -> dict:
     acc = accelerators()
     if not acc.count:
         return {"kind": "cpu", "name": cpu_name()}
-    return {"kind": acc.kind, "name": acc.name, "count": acc.count}
+    info = {"kind": acc.kind, "name": acc.name, "count": acc.count}
+    if acc.compute_capability is not None:
+        info["compute_capability"] = ".".join(map(str, acc.compute_capability))
+    return info
 
 
 def _git_commit() -> str | None:
@@ -344,6 +612,8 @@ def environment() -> dict:
         pass
     env = {"backend": backend, "backend_choice": vggcifar.BACKEND_CHOICE, "device": device_info(),
            "cpu": cpu_name(), "cpu_bfloat16": cpu_bfloat16(backend), "platform": platform.platform(),
+           # What float32 matmuls and convolutions compute in (TF32 by default from Ampere on).
+           "float32_matmul": "tf32" if tf32() else "float32",
            "versions": versions, "git_commit": _git_commit()}
     if backend == "torch":
         import torch

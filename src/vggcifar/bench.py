@@ -70,6 +70,24 @@ class BenchPlan:
 FULL = BenchPlan()
 QUICK = BenchPlan(warmup_steps=2, windows=5, steps_per_window=2, predict_batches_per_window=2, images=5000)
 
+#: On an accelerator every timed window holds at least this many images, in
+#: training and in inference: 0.3-1 s of work at the 15,000-50,000 img/s one
+#: H100 is expected to reach, against the milliseconds a window's start and its
+#: final read cost the host. (On a CPU a step alone takes a few hundred ms.)
+ACCELERATOR_WINDOW_IMAGES = 16384
+
+
+def plan_for_device(plan: BenchPlan, kind: str, batch_size: int) -> BenchPlan:
+    """``plan`` on a device of ``kind`` ("cpu", "gpu", ...): on an accelerator,
+    windows of at least ACCELERATOR_WINDOW_IMAGES images and a warm-up of at
+    least one such window; on a CPU, ``plan`` itself."""
+    if kind == "cpu":
+        return plan
+    steps = max(plan.steps_per_window, math.ceil(ACCELERATOR_WINDOW_IMAGES / batch_size))
+    return dataclasses.replace(plan, steps_per_window=steps, warmup_steps=max(plan.warmup_steps, steps),
+                               predict_batches_per_window=max(plan.predict_batches_per_window,
+                                                              math.ceil(ACCELERATOR_WINDOW_IMAGES / INFERENCE_BATCH)))
+
 
 # --------------------------------------------------------------------------- #
 # counting
@@ -109,6 +127,24 @@ def flops(model) -> int:
 # --------------------------------------------------------------------------- #
 # timing
 # --------------------------------------------------------------------------- #
+def step_cost(runner, rows) -> dict | None:
+    """XLA's cost analysis of the compiled training step (a runner that has
+    one: JAX), per trained image: FLOPs and bytes the step reads and writes.
+    XLA counts only the taps of a convolution that fall on the image, and no
+    gradient for the images themselves: about 80% of ``flops`` x 3 for the spec
+    network (docs/performance.md)."""
+    lower = getattr(runner, "lower", None)
+    if lower is None:
+        return None
+    one_step = rows[:1]
+    analysis = lower(one_step).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # one per device program in older JAX
+        analysis = analysis[0]
+    images = one_step.shape[1]
+    return {"flops_per_image": float(analysis["flops"]) / images,
+            "bytes_per_image": float(analysis["bytes accessed"]) / images}
+
+
 def spread(values) -> dict:
     """median, min and max of a list of per-window figures."""
     values = [float(v) for v in values]
@@ -184,7 +220,7 @@ def measure_training(settings, x, y, num_classes: int, plan: BenchPlan) -> dict:
     per_call = config.steps_per_execution
     t0 = time.perf_counter()
     model, train_model = build_training(config, num_classes, settings.steps_per_epoch, x)
-    runner = T.make_runner(train_model, x, y, num_classes)
+    runner = T.make_runner(train_model, x, y, num_classes, per_call=per_call)
     build_seconds = time.perf_counter() - t0
     stream = chunks(config.seed, n, bs, per_call)  # the same shuffle, calls and epoch rollover as fit's
 
@@ -203,6 +239,7 @@ def measure_training(settings, x, y, num_classes: int, plan: BenchPlan) -> dict:
     t0 = time.perf_counter()
     steps(max(1, plan.warmup_steps))
     warmup_seconds = time.perf_counter() - t0
+    cost = step_cost(runner, next(chunks(config.seed, n, bs, 1))[2])
     rates, busy, steps_per_second = [], [], []
     for _ in range(plan.windows):
         c0, t0 = time.process_time(), time.perf_counter()
@@ -214,7 +251,7 @@ def measure_training(settings, x, y, num_classes: int, plan: BenchPlan) -> dict:
     return {"model": model, "train_model": train_model, "images_per_second": spread(rates),
             "steps_per_second": spread(steps_per_second), "steps_per_execution": per_call,
             "cpu_seconds_per_second": statistics.median(busy),
-            "build_seconds": build_seconds, "warmup_seconds": warmup_seconds}
+            "build_seconds": build_seconds, "warmup_seconds": warmup_seconds, "cost": cost}
 
 
 def measure_inference(model, x, plan: BenchPlan, batch_size: int | None = None) -> dict:
@@ -268,7 +305,7 @@ def measure_baseline(config, x, y, num_classes: int, plan: BenchPlan) -> dict:
 
     steps = plan.warmup_steps + plan.timed_steps
     bs = config.batch_size
-    keras.utils.set_random_seed(config.seed)
+    backend.set_random_seed(config.seed)
     reps = -(-steps * bs // len(x))
     idx = np.arange(steps * bs) % len(x) if reps > 1 else np.arange(steps * bs)
     x_float = x[idx].astype("float32") / 255  # the spec: x_train.astype('float32'); x_train /= 255
@@ -320,7 +357,9 @@ def run_benchmark(config, *, images: int | None = None, plan: BenchPlan = FULL, 
     from vggcifar.settings import resolve
 
     started = time.perf_counter()
+    backend.configure_process()  # before anything compiles
     images = images or plan.images
+    plan = plan_for_device(plan, backend.device_info()["kind"], config.batch_size)
     data = load_synthetic(train=images, test=1, seed=seed)
     x, y = data.x_train, data.y_train
     # Every image is trained on: no validation split (a bench validates nothing).
@@ -338,6 +377,7 @@ def run_benchmark(config, *, images: int | None = None, plan: BenchPlan = FULL, 
     peak = matmul_peak_gflops(numpy=env["device"].get("kind") == "cpu", dtype=compute_dtype)
     train_ips = train["images_per_second"]["median"]
     achieved = train_ips * per_train_image / 1e9
+    cost = train["cost"] or {}
     result = {
         **env,
         "precision": precision,
@@ -362,6 +402,13 @@ def run_benchmark(config, *, images: int | None = None, plan: BenchPlan = FULL, 
         "forward_gflop_per_image": forward / 1e9,
         "train_gflop_per_image": per_train_image / 1e9,
         "achieved_gflops": achieved,
+        # XLA's cost analysis of the compiled step (JAX): what it counts per
+        # trained image, its share of the model's own count (about 0.8: no
+        # padding taps, no gradient for the images), FLOPs per byte moved.
+        "xla_train_gflop_per_image": cost["flops_per_image"] / 1e9 if cost else None,
+        "xla_train_mbytes_per_image": cost["bytes_per_image"] / 1e6 if cost else None,
+        "xla_flop_share": cost["flops_per_image"] / per_train_image if cost else None,
+        "xla_flop_per_byte": cost["flops_per_image"] / cost["bytes_per_image"] if cost else None,
         "predict_achieved_gflops": predict["images_per_second"]["median"] * forward / 1e9,
         "peak_gflops": peak["gflops"],
         "peak_matmul_n": peak["n"],
@@ -419,6 +466,12 @@ def format_report(r: dict) -> str:
     lines += [
         f"work       {r['forward_gflop_per_image']:.3f} GFLOP forward, {r['train_gflop_per_image']:.3f} "
         f"per trained image: {r['achieved_gflops']:.1f} GFLOP/s achieved",
+    ]
+    if r.get("xla_train_gflop_per_image") is not None:
+        lines.append(f"xla        {r['xla_train_gflop_per_image']:.3f} GFLOP and {r['xla_train_mbytes_per_image']:.1f} MB "
+                     f"per trained image in the compiled step ({100 * r['xla_flop_share']:.0f}% of the count above, "
+                     f"{r['xla_flop_per_byte']:.0f} FLOP/byte)")
+    lines += [
         f"peak       {r['peak_gflops']:.1f} GFLOP/s {r['compute_dtype']} matmul ({r['peak_source']}, "
         f"n={r['peak_matmul_n']}): "
         f"{100 * r['fraction_of_peak']:.0f}% of it",

@@ -164,7 +164,7 @@ def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int, 
     compiled with the config's optimizer and loss. ``images``: the training
     images (after the validation split), for a standardizing config."""
     precision = backend.resolve_precision(config.precision)
-    keras.utils.set_random_seed(config.seed)
+    backend.set_random_seed(config.seed)  # no TensorFlow import on another backend
     with dtype_policy(precision):
         model = build_model(config, num_classes, images)
         if config.centred_kernels:
@@ -190,7 +190,15 @@ def build_training(config: TrainConfig, num_classes: int, steps_per_epoch: int, 
     return model, train_model
 
 
+def _learning_rate(optimizer, iterations):
+    with keras.StatelessScope(state_mapping=[(optimizer.iterations, iterations)]):
+        return keras.ops.cast(optimizer.learning_rate, "float32")
+
+
 def current_lr(optimizer) -> float:
+    """The learning rate of the optimizer's next step, computed on the device
+    by one compiled call (its schedule's ops one by one would each send their
+    constants to the device) and read once."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    lr = inner.learning_rate
+    lr = backend.compiled_for(inner, _learning_rate)(inner.iterations.value)
     return float(keras.ops.convert_to_numpy(lr))

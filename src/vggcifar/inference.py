@@ -126,12 +126,76 @@ def model_input_size(model, where) -> tuple[int, int]:
     return shape[1], shape[2]
 
 
-def predict_probs(model, x: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
-    """Softmax outputs, batch by batch (the uint8 set is never copied whole)."""
-    out = []
-    for start in range(0, len(x), batch_size):
-        out.append(np.asarray(model.predict_on_batch(x[start:start + batch_size]), dtype=np.float32))
-    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+class DeviceSet:
+    """A uint8 image set put on the devices once, as the inference batches
+    ``predict_probs`` takes (a set predicted after every epoch is not sent
+    again each time); ``np.asarray`` of it is the host's copy."""
+
+    def __init__(self, x: np.ndarray, batch_size: int = INFERENCE_BATCH):
+        from vggcifar import backend
+
+        self.host, self.batch_size = x, batch_size
+        self.batches = [backend.to_device(x[i:i + batch_size], split_axis=0) for i in range(0, len(x), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.host)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.host, dtype=dtype)
+
+
+def on_device(x: np.ndarray, batch_size: int = INFERENCE_BATCH) -> DeviceSet:
+    """``x`` on the devices, ready for ``predict_probs`` (see DeviceSet)."""
+    return DeviceSet(x, batch_size)
+
+
+def _jax_forward(model, trainable, non_trainable, x):
+    import keras
+
+    return keras.ops.cast(model.stateless_call(trainable, non_trainable, x, training=False)[0], "float32")
+
+
+def _forward(model, x):
+    import keras
+
+    return keras.ops.cast(model(x, training=False), "float32")
+
+
+def _queue(model, batches) -> list:
+    """The model's outputs for ``batches``, each a call of its compiled
+    inference (``backend.compiled_for``), all dispatched before any is read."""
+    import keras
+
+    from vggcifar import backend
+
+    if keras.backend.backend() == "jax":
+        forward = backend.compiled_for(model, _jax_forward)
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        return [forward(trainable, non_trainable, b) for b in batches]
+    forward = backend.compiled_for(model, _forward)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        with torch.no_grad():
+            return [forward(b) for b in batches]
+    return [forward(b) for b in batches]
+
+
+def predict_probs(model, x, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+    """Softmax outputs of ``x`` (uint8 images, or a ``DeviceSet``), batch by
+    batch (the uint8 set is never copied whole); every batch is queued before
+    the host waits for the first, so a GPU runs them back to back."""
+    if isinstance(x, DeviceSet):
+        batches = x.batches
+    else:
+        batches = [x[start:start + batch_size] for start in range(0, len(x), batch_size)]
+    if not batches:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    import keras
+
+    outputs = _queue(model, batches)
+    return np.concatenate([np.asarray(keras.ops.convert_to_numpy(o), np.float32) for o in outputs])
 
 
 def model_probs(model, images, size=None) -> np.ndarray:

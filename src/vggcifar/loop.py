@@ -26,7 +26,7 @@ from vggcifar.config import TrainConfig
 from vggcifar.data import CifarData
 from vggcifar.fsutil import first_line
 from vggcifar.hooks import Hooks
-from vggcifar.inference import predict_probs
+from vggcifar.inference import on_device, predict_probs
 from vggcifar.metrics import MODE_CHECK_IMAGES, cross_entropy, mode_mismatch
 from vggcifar.progress import Progress
 from vggcifar.rundir import RunDir
@@ -49,21 +49,11 @@ def split_validation(config: TrainConfig, data: CifarData):
     return data.x_train[:n], data.y_train[:n], data.x_train[n:], data.y_train[n:]
 
 
-def process_rows(idx: np.ndarray) -> np.ndarray:
-    """This process's share of a global batch's rows. With one process (one
-    host) that is every row; with several (keras.distribution.initialize), each
-    feeds one contiguous slice and JAX assembles the global batch from them."""
-    count, index = backend.process_slot()
-    return idx if count == 1 else np.array_split(idx, count)[index]
-
-
-def make_runner(train_model, x: np.ndarray, y: np.ndarray, num_classes: int, *, devices: int = 1):
-    """What runs the training steps: one compiled call per K steps on one
-    device (vggcifar.steps), Keras' train_on_batch under a data-parallel
-    distribution (several devices or processes)."""
-    if devices > 1 or backend.several_processes():
-        return steps.BatchRunner(train_model, x, y, num_classes, process_rows)
-    return steps.make_runner(train_model, x, y, num_classes)
+def make_runner(train_model, x: np.ndarray, y: np.ndarray, num_classes: int, *, per_call: int = 1):
+    """What runs the training steps: one compiled call per K <= ``per_call``
+    steps (vggcifar.steps), on one device or, inside ``backend.device_scope``,
+    data-parallel on several (of one process or several)."""
+    return steps.make_runner(train_model, x, y, num_classes, per_call=per_call)
 
 
 def check_same_data(x: np.ndarray, y: np.ndarray) -> None:
@@ -84,12 +74,10 @@ def check_same_data(x: np.ndarray, y: np.ndarray) -> None:
 
 def nonfinite_variables(variables) -> list[str]:
     """Paths of the float variables that hold a NaN or an infinity (checked
-    on the device: one scalar per variable crosses to the host)."""
-    bad = []
-    for v in variables:
-        if "float" in str(v.dtype) and not bool(keras.ops.all(keras.ops.isfinite(v.value))):
-            bad.append(v.path)
-    return bad
+    on the device by one compiled reduction; one array of flags is read)."""
+    floats = [v for v in variables if "float" in str(v.dtype)]
+    flags = backend.finite_flags([v.value for v in floats])
+    return [v.path for v, finite in zip(floats, flags) if not finite]
 
 
 # --------------------------------------------------------------------------- #
@@ -164,6 +152,7 @@ def fit(
     """
     if not isinstance(settings, RunSettings):
         raise TypeError(f"fit takes the settings vggcifar.settings.resolve makes. Received: {type(settings).__name__}")
+    backend.configure_process()  # before anything compiles
     with backend.device_scope(list(settings.devices)):
         try:
             loop = _Loop(settings, data, RunDir(run_dir), log=log, verbose=verbose)
@@ -188,10 +177,12 @@ class _Loop:
         self.used, self.steps_per_epoch = settings.train_images, settings.steps_per_epoch
         self.per_call = config.steps_per_execution
         self.model, self.train_model = build.build_training(config, data.num_classes, self.steps_per_epoch, self.x)
-        self.runner = make_runner(self.train_model, self.x, self.y, data.num_classes, devices=len(settings.devices))
+        self.runner = make_runner(self.train_model, self.x, self.y, data.num_classes, per_call=self.per_call)
         # The fixed sample of the train/inference check: evenly spaced training images.
         rows = np.linspace(0, len(self.x) - 1, min(MODE_CHECK_IMAGES, len(self.x))).astype(np.int64)
         self.x_check, self.y_check = self.x[rows], self.y[rows]
+        # Both predicted after every epoch: put on the device(s) once.
+        self.x_val, self.x_check = on_device(self.x_val), on_device(self.x_check)
         self.progress = Progress(config.epochs, self.steps_per_epoch, batch_size=config.batch_size,
                                  images=self.used, log=log, verbose=verbose)
         self.state = TrainState()

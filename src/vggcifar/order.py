@@ -25,6 +25,43 @@ def batch_indices(perm: np.ndarray, step: int, batch_size: int) -> np.ndarray:
     return np.sort(perm[step * batch_size:(step + 1) * batch_size])
 
 
+class CallRows(np.ndarray):
+    """The (k, b) rows of one call, as a view of its epoch's order: ``order``
+    holds every row of the epoch in step order (one int32 array for the whole
+    epoch, the short last batch included), ``first`` is the epoch's step the
+    call starts at and ``stride`` the epoch's batch size (step s's rows start
+    at ``order[s * stride]``). A runner that keeps the order on the device
+    puts it there once an epoch; it reads a plain array's rows as their own order."""
+
+    order: np.ndarray
+    first: int
+    stride: int
+
+    @classmethod
+    def of(cls, order: np.ndarray, first: int, stop: int, stride: int) -> "CallRows":
+        """Steps ``first`` to ``stop`` (excluded) of an epoch whose rows, in step order, are ``order``."""
+        start, end = first * stride, min(stop * stride, len(order))
+        rows = order[start:end].reshape(stop - first, -1).view(cls)
+        rows.order, rows.first, rows.stride = order, first, stride
+        return rows
+
+    def __array_finalize__(self, obj):
+        self.order = getattr(obj, "order", None)
+        self.first = getattr(obj, "first", 0)
+        self.stride = getattr(obj, "stride", 0)
+
+
+def epoch_order(seed: int, epoch: int, images: int, batch_size: int, used: int | None = None) -> np.ndarray:
+    """Every row one epoch trains on, in step order (step s's are
+    ``batch_indices`` of its shuffle), as one int32 array: what a runner puts
+    on the device once an epoch."""
+    used = images if used is None else used
+    perm = epoch_permutation(seed, epoch, images)[:used]
+    full = used // batch_size
+    order = np.sort(perm[:full * batch_size].reshape(full, batch_size), axis=1).reshape(-1)
+    return np.concatenate([order, np.sort(perm[full * batch_size:])]).astype(np.int32)
+
+
 def batches(seed: int, images: int, batch_size: int, *, used: int | None = None, epoch: int = 0, step: int = 0):
     """(epoch, step, rows) of every step from (``epoch``, ``step``) on, without
     end: each epoch a new shuffle of ``images`` rows, of which the first
@@ -42,19 +79,18 @@ def chunks(seed: int, images: int, batch_size: int, per_call: int, *, used: int 
            step: int = 0):
     """(epoch, first step, rows) of every call from (``epoch``, ``step``) on:
     ``rows`` is a (k, batch) array of the k <= ``per_call`` steps that one call
-    runs. Calls never cross an epoch's end, end at multiples of ``per_call``
-    steps from the epoch's start (so a resumed run makes the same calls), and a
-    short last batch is a call of its own."""
-    steps_per_epoch = count_steps(images if used is None else used, batch_size)
-    pending: list[np.ndarray] = []
-    first = None
-    for e, s, idx in batches(seed, images, batch_size, used=used, epoch=epoch, step=step):
-        if pending and len(idx) != len(pending[0]):  # the short last batch: a call of its own
-            yield e, first, np.stack(pending)
-            pending = []
-        if not pending:
-            first = s
-        pending.append(idx)
-        if s + 1 == steps_per_epoch or (s + 1) % per_call == 0:
-            yield e, first, np.stack(pending)
-            pending = []
+    runs (a ``CallRows``: a view of its epoch's ``epoch_order``). Calls never
+    cross an epoch's end, end at multiples of ``per_call`` steps from the
+    epoch's start (so a resumed run makes the same calls), and a short last
+    batch is a call of its own."""
+    used = images if used is None else used
+    steps_per_epoch = count_steps(used, batch_size)
+    full = used // batch_size  # steps of a whole batch
+    while True:
+        order = epoch_order(seed, epoch, images, batch_size, used)
+        s = step
+        while s < steps_per_epoch:
+            stop = s + 1 if s >= full else min(full, (s // per_call + 1) * per_call)
+            yield epoch, s, CallRows.of(order, s, stop, batch_size)
+            s = stop
+        epoch, step = epoch + 1, 0

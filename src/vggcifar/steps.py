@@ -10,6 +10,13 @@ each compiles a loop its own way:
   called K times without waiting: JAX dispatches asynchronously, so the device
   runs the K steps back to back while the host queues them, and the host waits
   once, for the K losses (as Keras' own ``steps_per_execution`` does on JAX).
+  The epoch's order of rows is put on the device once an epoch (``CallRows``:
+  the rows of a call know their epoch's order), and the step finds its batch
+  in it from a position it carries from step to step, so a call sends nothing
+  to the device; each step writes its loss and accuracy into a small record
+  that the host reads once a call. On several devices (a keras.distribution)
+  the same step runs with the set and the order on every device and each batch
+  split among them by the distribution's data layout: XLA sums the gradients.
   A ``jax.lax.scan`` over the K steps in one call (``jax_loop="scan"``, kept
   to be measured) ran the spec network's step 5x slower at a sixteenth width
   and 19x slower at a quarter width on XLA's CPU backend;
@@ -17,9 +24,7 @@ each compiles a loop its own way:
 - torch: eager steps, K of them before the host reads a number (the GPU's queue
   stays full; on a CPU each step is synchronous anyway).
 
-With K = 1 a runner is still one compiled call per step. Data-parallel training
-(several devices or processes) goes through Keras' ``train_on_batch``, which
-places each batch with the distribution's layout: ``BatchRunner``, one step a call.
+With K = 1 a runner is still one compiled call per step.
 """
 
 from __future__ import annotations
@@ -28,65 +33,67 @@ import numpy as np
 
 import keras
 
-
-class BatchRunner:
-    """One step a call through ``train_on_batch``: the batch gathered on the
-    host, placed by Keras (sharded along the batch under a keras.distribution);
-    each process hands it only its own rows (``process_rows``)."""
-
-    def __init__(self, train_model, x: np.ndarray, y: np.ndarray, num_classes: int, process_rows=None):
-        self.train_model, self.x, self.y, self.num_classes = train_model, x, y, num_classes
-        self.process_rows = process_rows or (lambda rows: rows)
-
-    def run(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        losses, accuracies = [], []
-        for step_rows in rows:
-            mine = self.process_rows(step_rows)
-            logs = self.train_model.train_on_batch(self.x[mine], one_hot(self.y[mine], self.num_classes),
-                                                   return_dict=True)
-            losses.append(float(logs["loss"]))
-            accuracies.append(float(logs["accuracy"]))
-        return np.asarray(losses, np.float64), np.asarray(accuracies, np.float64)
+from vggcifar import backend
+from vggcifar.order import CallRows
 
 
-def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    out = np.zeros((len(labels), num_classes), np.float32)
-    out[np.arange(len(labels)), labels] = 1.0
-    return out
+def call_order(rows) -> tuple[np.ndarray, int, int]:
+    """(the epoch's order, the call's first step in it, the stride) of a call's
+    ``rows``: those a ``CallRows`` carries, or a plain (k, b) array's own rows
+    as an order of k steps of b."""
+    if isinstance(rows, CallRows) and rows.order is not None and rows.ndim == 2:
+        return rows.order, rows.first, rows.stride
+    rows = np.asarray(rows, np.int32)
+    return rows.reshape(-1), 0, rows.shape[1]
 
+
+#: Slots of the JAX runner's record of losses and accuracies: the most steps a
+#: call takes without the step being compiled again (for a larger record).
+#: Fixed, so that K steps a call and 1 run the same compiled step.
+RECORD_STEPS = 128
 
 #: How the JAX runner makes K steps: K calls of one compiled step, or one
 #: compiled ``lax.scan`` over them (slower on XLA's CPU backend; see above).
 JAX_LOOPS = ("calls", "scan")
 
 
-def make_runner(train_model, x: np.ndarray, y: np.ndarray, num_classes: int, *, jax_loop: str = "calls"):
-    """The compiled K-step runner for the current backend."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return _JaxRunner(train_model, x, y, num_classes, loop=jax_loop)
-    cls = {"tensorflow": _TensorFlowRunner, "torch": _TorchRunner}.get(backend)
+def make_runner(train_model, x: np.ndarray, y: np.ndarray, num_classes: int, *, per_call: int = 1,
+                jax_loop: str = "calls"):
+    """The compiled K-step runner for the current backend; ``per_call`` is the
+    most steps a call will run (more is allowed, at the cost of a recompile on JAX)."""
+    name = keras.backend.backend()
+    if name == "jax":
+        return _JaxRunner(train_model, x, y, num_classes, per_call=per_call, loop=jax_loop)
+    cls = {"tensorflow": _TensorFlowRunner, "torch": _TorchRunner}.get(name)
     if cls is None:
-        raise ValueError(f"no compiled training step for the {backend} backend; use jax, tensorflow or torch")
+        raise ValueError(f"no compiled training step for the {name} backend; use jax, tensorflow or torch")
     return cls(train_model, x, y, num_classes)
 
 
 class _JaxRunner:
-    def __init__(self, train_model, x, y, num_classes, loop="calls"):
+    def __init__(self, train_model, x, y, num_classes, per_call=1, loop="calls"):
         import jax
         import jax.numpy as jnp
 
         if loop not in JAX_LOOPS:
             raise ValueError(f"Expected `loop` in {JAX_LOOPS}. Received: loop={loop!r}")
         self.model, self.loop = train_model, loop
-        self.x, self.y = jax.device_put(x), jax.device_put(np.asarray(y, np.int32))
+        # The set goes to the device(s) once, as uint8: whole on each device.
+        self.x, self.y = backend.to_device(x), backend.to_device(np.asarray(y, np.int32))
         self._metrics_state = [v.value for v in train_model.metrics_variables]
         model, optimizer = train_model, train_model.optimizer
+        replicated = backend.replicated_sharding()
 
-        def step(state, rows, x_all, y_all, metrics_state):
+        def step(state, carry, order, x_all, y_all, metrics_state, *, batch, stride):
             trainable, non_trainable, optimizer_state = state
-            labels = y_all[rows]
-            xb = x_all[rows]
+            position, slot, record = carry
+            # The head of ``order`` is the position of the epoch's first call; its rows follow.
+            rows = jax.lax.dynamic_slice_in_dim(order, 1 + position * stride, batch)
+            xb, labels = x_all[rows], y_all[rows]
+            shard = backend.batch_sharding(xb.ndim)
+            if shard is not None:  # split among the devices as the data-parallel layout says
+                xb = jax.lax.with_sharding_constraint(xb, shard)
+                labels = jax.lax.with_sharding_constraint(labels, backend.batch_sharding(1))
             yb = jax.nn.one_hot(labels, num_classes, dtype="float32")
             grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
             (_, (loss, y_pred, non_trainable, _)), grads = grad_fn(
@@ -94,32 +101,77 @@ class _JaxRunner:
                 optimizer_variables=optimizer_state)
             trainable, optimizer_state = optimizer.stateless_apply(optimizer_state, grads, trainable)
             accuracy = jnp.mean((jnp.argmax(y_pred, axis=-1) == labels).astype("float32"))
-            return (trainable, non_trainable, optimizer_state), (loss.astype("float32"), accuracy)
+            record = record.at[slot].set(jnp.stack([loss.astype("float32"), accuracy]))
+            return (trainable, non_trainable, optimizer_state), (position + 1, slot + 1, record)
 
-        def scan(state, rows, x_all, y_all, metrics_state):
-            return jax.lax.scan(lambda s, r: step(s, r, x_all, y_all, metrics_state), state, rows)
+        def scan(state, carry, order, x_all, y_all, metrics_state, *, batch, stride, length):
+            def body(both, _):
+                return step(*both, order, x_all, y_all, metrics_state, batch=batch, stride=stride), None
 
-        self._step = jax.jit(step if loop == "calls" else scan, donate_argnums=0)
+            return jax.lax.scan(body, (state, carry), None, length=length)[0]
+
+        shardings = None
+        if replicated is not None:  # the state keeps its layout (as Keras' own train step does)
+            shardings = (tuple([v.value.sharding for v in group] for group in self._groups()),
+                         (replicated, replicated, replicated))
+        statics = ("batch", "stride") if loop == "calls" else ("batch", "stride", "length")
+        self._step = jax.jit(step if loop == "calls" else scan, static_argnames=statics, donate_argnums=0,
+                             out_shardings=shardings)
+        # Device-made values, no transfer: the head of an order, a zero, an empty record.
+        self._start = jax.jit(lambda order: order[0])
+        self._zero = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=replicated)()
+        self._empty = jax.jit(lambda n: jnp.zeros((n, 2), jnp.float32), static_argnums=0, out_shardings=replicated)
+        self._record = self._empty(max(RECORD_STEPS, per_call))
+        self._order = self._order_host = None
         self._device_get = jax.device_get
+        self._next_first = -1
+
+    def _groups(self):
+        model = self.model
+        return model.trainable_variables, model.non_trainable_variables, model.optimizer.variables
+
+    def _prepare(self, rows):
+        """The call's arguments after the state: (carry, order on the device, statics, k)."""
+        order, first, stride = call_order(rows)
+        k, batch = rows.shape
+        if order is not self._order_host or first != self._next_first:
+            # A new epoch (or rows of their own): its order goes to the device once.
+            head = np.concatenate([np.array([first], np.int32), np.asarray(order, np.int32)])
+            self._order, self._order_host = backend.to_device(head), order
+            self._position = self._start(self._order)
+        if k > self._record.shape[0]:
+            self._record = self._empty(k)
+        self._next_first = first + k
+        return (self._position, self._zero, self._record), {"batch": batch, "stride": stride}, k
+
+    def lower(self, rows):
+        """The compiled step's ``jax.stages.Lowered`` for a call of ``rows``
+        (the program XLA compiles; its text and cost analysis), running nothing."""
+        carry, statics, k = self._prepare(rows)
+        self._next_first = -1
+        if self.loop == "scan":
+            statics["length"] = k
+        return self._step.lower(self._state(), carry, self._order, self.x, self.y, self._metrics_state, **statics)
+
+    def _state(self):
+        return tuple([v.value for v in group] for group in self._groups())
 
     def run(self, rows):
-        model = self.model
-        groups = (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables)
-        state = tuple([v.value for v in group] for group in groups)
-        rows = np.asarray(rows, np.int32)
+        carry, statics, k = self._prepare(rows)
+        state, args = self._state(), (self._order, self.x, self.y, self._metrics_state)
         if self.loop == "scan":
-            state, (losses, accuracies) = self._step(state, rows, self.x, self.y, self._metrics_state)
+            state, carry = self._step(state, carry, *args, length=k, **statics)
         else:
-            losses, accuracies = [], []
-            for step_rows in rows:  # queued without waiting: the device runs them back to back
-                state, (loss, accuracy) = self._step(state, step_rows, self.x, self.y, self._metrics_state)
-                losses.append(loss)
-                accuracies.append(accuracy)
-        for group, values in zip(groups, state):
+            for _ in range(k):  # queued without waiting: the device runs them back to back
+                state, carry = self._step(state, carry, *args, **statics)
+        for group, values in zip(self._groups(), state):
             for variable, value in zip(group, values):
                 variable.assign(value)
-        losses, accuracies = self._device_get((losses, accuracies))  # the host's one wait
-        return np.asarray(losses, np.float64), np.asarray(accuracies, np.float64)
+        self._position, _, self._record = carry
+        # The host's one wait and one read, explicit: with JAX's transfer guard
+        # for device-to-host set to "disallow", any other read would raise.
+        record = self._device_get(self._record)[:k]
+        return record[:, 0].astype(np.float64), record[:, 1].astype(np.float64)
 
 
 class _TensorFlowRunner:
