@@ -100,21 +100,21 @@ def jax_gpu_problem() -> str | None:
 
 def default_backend() -> tuple[str, str]:
     """(the backend this machine defaults to, why)."""
-    if _has_nvidia_gpu() and _has_jax_cuda():
-        problem = jax_gpu_problem()
-        if problem is None:
-            return GPU_DEFAULT_BACKEND, "the default on a machine with an NVIDIA GPU and JAX's CUDA plugin"
-        problem = f"on the CPU: JAX's CUDA plugin is installed but {problem}"
-    else:
-        problem = None
+    gpu = _has_nvidia_gpu()
+    jax_gpu = gpu and _has_jax_cuda()
+    # Why this machine's GPU goes unused, where JAX's CUDA plugin is there to use it.
+    unused = jax_gpu_problem() if jax_gpu else None
+    if jax_gpu and unused is None:
+        return GPU_DEFAULT_BACKEND, "the default on a machine with an NVIDIA GPU and JAX's CUDA plugin"
+    on_cpu = f"on the CPU: JAX's CUDA plugin is installed but {unused}" if unused else None
     if _util.find_spec(DEFAULT_BACKEND) is None:  # the base install holds no backend: the one installed
         for other in ("jax", "torch"):
             if _util.find_spec(other) is not None:
                 why = f"the backend installed ({DEFAULT_BACKEND}, the default, is not)"
-                return other, f"{why}, {problem}" if problem else why
-    if problem:
-        return DEFAULT_BACKEND, f"the default {problem}"
-    if _has_nvidia_gpu():
+                return other, f"{why}, {on_cpu}" if on_cpu else why
+    if on_cpu:
+        return DEFAULT_BACKEND, f"the default {on_cpu}"
+    if gpu:
         return DEFAULT_BACKEND, "the default (an NVIDIA GPU, but no JAX CUDA plugin: pip install -e '.[gpu]')"
     return DEFAULT_BACKEND, "the default on a machine without an NVIDIA GPU"
 

@@ -117,7 +117,7 @@ def short_run_message(info: dict) -> str:
     to learn: ": what is short, and the fix."""
     found = []
     if "steps" in info["reasons"]:
-        epochs = f"{info['epochs']} epoch{'s' * (info['epochs'] != 1)}"
+        epochs = count(info['epochs'], 'epoch')
         warmup = f", {info['warmup_steps']} of them warm-up" if info["warmup_steps"] else ""
         found.append(f"{info['steps']} optimizer steps in all ({epochs} of {info['steps_per_epoch']} steps of "
                      f"{info['batch_size']} images{warmup}), fewer than the {info['min_steps']} a recipe needs")
@@ -141,7 +141,7 @@ def time_to_text(time_to: dict | None, epochs: int) -> str | None:
     if reached:
         parts.append("first reached " + ", ".join(reached))
     if missed:
-        parts.append(f"{' or '.join(missed)} not within {epochs} epoch{'s' * (epochs != 1)}")
+        parts.append(f"{' or '.join(missed)} not within {count(epochs, 'epoch')}")
     return "Validation accuracy " + "; ".join(parts) + "."
 
 
@@ -156,7 +156,7 @@ def skipped_lines(skipped: list[dict], where) -> list[str]:
     if not skipped:
         return []
     n = len(skipped)
-    lines = [f"skipped {n} file{'s' * (n != 1)} that {'are' if n != 1 else 'is'} not a readable picture "
+    lines = [f"skipped {count(n, 'file')} that {'are' if n != 1 else 'is'} not a readable picture "
              f"(all of them, with their reasons, in {where}):"]
     lines += [f"  {s['file']}: {s['reason']}" for s in skipped[:SKIPPED_SHOWN]]
     if n > SKIPPED_SHOWN:
@@ -240,6 +240,11 @@ def _folder_text(data: dict) -> str:
     return f" ({data.get('layout')}{share}, split seed {data.get('split_seed')})"
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless one: "1 epoch", "3 epochs"."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def pct(value: float | None) -> str:
     """A share as a percentage with two decimals; — for none."""
     return "—" if value is None else f"{100 * value:.2f}%"
@@ -252,8 +257,8 @@ def hardware(environment: dict) -> str:
     cpu = environment.get("cpu")
     if dev.get("kind", "cpu") == "cpu":
         return f"{cpu or dev.get('name', '?')} (cpu)"
-    count = f"{dev['count']} x " if dev.get("count", 1) > 1 else ""
-    return f"{count}{dev.get('name', '?')} ({dev['kind']}); CPU {cpu or '?'}"
+    several = f"{dev['count']} x " if dev.get("count", 1) > 1 else ""
+    return f"{several}{dev.get('name', '?')} ({dev['kind']}); CPU {cpu or '?'}"
 
 
 def render(
@@ -287,7 +292,7 @@ def render(
     out.append("")
     skipped = milestones[-1][0].get("skipped_files") if milestones else None
     if skipped:
-        out += [f"> **Skipped files.** {len(skipped)} file{'s' * (len(skipped) != 1)} of the data folder "
+        out += [f"> **Skipped files.** {count(len(skipped), 'file')} of the data folder "
                 f"{'are' if len(skipped) != 1 else 'is'} not a readable picture and {'were' if len(skipped) != 1 else 'was'} "
                 "left out; metrics.json names each with its reason.", ""]
     for n in notes:
@@ -452,7 +457,7 @@ def seeds_markdown(summary: dict) -> str:
     for m, v in milestones.items():
         if v["confusion_matrix"] is None:
             continue
-        out += [f"* epochs = {m}, {v['n']} seed{'s' * (v['n'] != 1)} ({', '.join(map(str, v['seeds']))}):", "",
+        out += [f"* epochs = {m}, {count(v['n'], 'seed')} ({', '.join(map(str, v['seeds']))}):", "",
                 markdown_confusion(v["confusion_matrix"], summary["class_names"]), ""]
     return "\n".join(out)
 
@@ -558,7 +563,7 @@ def data_lines(d) -> list[str]:
     if d.class_folders:
         lines += [f"sha256:   {d.sha256} (of every file's path and content)",
                   f"cache:    {d.extra['cache']}{' (read from it)' if d.extra.get('cached') else ''}",
-                  f"skipped:  {len(d.skipped)} file{'s' * (len(d.skipped) != 1)} not a readable picture"]
+                  f"skipped:  {count(len(d.skipped), 'file')} not a readable picture"]
         lines += [f"  {s['file']}: {s['reason']}" for s in d.skipped]
     else:
         if d.sha256:
