@@ -179,12 +179,12 @@ def _model_and_names(run_or_model, precision: str = "float32"):
     .keras file (loaded computing in ``precision``) or a model (as it is)."""
     from vggcifar.inference import load_model
     from vggcifar.prediction import run_class_names
+    from vggcifar.rundir import model_file
 
     if isinstance(run_or_model, Run):
         run_or_model = run_or_model.path
     if isinstance(run_or_model, (str, Path)):
-        path = Path(run_or_model)
-        path = RunDir(path).model if path.is_dir() else path
+        path = model_file(run_or_model)
         model = load_model(path, precision)
         return model, run_class_names(path, int(model.output_shape[-1]))
     return run_or_model, None
@@ -199,9 +199,8 @@ def evaluate(run_or_model, *, out=None, tta: str = "none", precision: str = "aut
     ``limit_test``; a run folder's own by default). A saved model computes in
     ``precision`` (vggcifar.inference.PRECISIONS: "auto" is bfloat16 where this
     machine computes in it); a Keras model given computes as it is."""
-    from vggcifar.evaluation import evaluate_path
-
     from vggcifar.data import data_source
+    from vggcifar.evaluation import evaluate_path
 
     source = data_source(data_options.pop("data", None), data_options.pop("dataset", None),
                          data_options.pop("data_url", None), data_options.pop("data_sha256", None),
@@ -218,13 +217,9 @@ def evaluate(run_or_model, *, out=None, tta: str = "none", precision: str = "aut
                                    precision=precision)
         return metrics
     from vggcifar.data import load_source
-    from vggcifar.inference import predict_tta
-    from vggcifar.metrics import summarize
+    from vggcifar.evaluation import measure
 
-    data = load_source(source, limit_train=1, limit_test=limit_test)
-    probs = predict_tta(run_or_model, data.x_test, tta)
-    return {**summarize(probs, data.y_test, data.class_names), "tta": tta, "synthetic": data.synthetic,
-            "subset": data.subset, "skipped_files": data.skipped}
+    return measure(run_or_model, load_source(source, limit_train=1, limit_test=limit_test), tta, "the model")
 
 
 @_quiet

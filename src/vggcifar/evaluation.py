@@ -27,6 +27,21 @@ def write_results(folder: ResultDir, metrics: dict, *, synthetic: bool, images) 
                 folder.recall_png)
 
 
+def measure(model, cifar, tta: str, where) -> dict:
+    """The metrics of ``model`` (``where``, in messages) on the test set of
+    ``cifar`` (a vggcifar.data.CifarData) with test-time augmentation ``tta``,
+    and what they were measured on. Raises ValueError when the model's outputs
+    are not the set's classes."""
+    from vggcifar.metrics import summarize
+
+    if model.output_shape[-1] != cifar.num_classes:
+        raise ValueError(f"{where} has {model.output_shape[-1]} outputs but the dataset has "
+                         f"{cifar.num_classes} classes; pass the matching --data or --dataset")
+    probs = predict_tta(model, cifar.x_test, tta)
+    return {**summarize(probs, cifar.y_test, cifar.class_names), "tta": tta, "synthetic": cifar.synthetic,
+            "subset": cifar.subset, "skipped_files": cifar.skipped}
+
+
 def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, test_share=None, split_seed=None,
                   limit_test=None, out_dir=None, tta="none", precision="auto"):
     """Evaluate ``target`` (a run folder or a .keras file) on the test set
@@ -38,7 +53,6 @@ def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, tes
     folder). The default folder is ``evaluation``, ``evaluation-flip`` with flip TTA."""
     from vggcifar.backend import resolve_precision
     from vggcifar.data import load_source
-    from vggcifar.metrics import summarize
 
     source = {"data": data, "dataset": dataset, "url": url, "sha256": sha256, "test_share": test_share,
               "split_seed": split_seed}
@@ -60,12 +74,7 @@ def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, tes
         out = ResultDir(out_dir or target.with_name(f"{target.stem}-evaluation{suffix}"))
     model = load_model(model_path, precision)
     cifar = load_source(source, limit_train=1, limit_test=limit_test)
-    if model.output_shape[-1] != cifar.num_classes:
-        raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but the dataset has "
-                         f"{cifar.num_classes} classes; pass the matching --data or --dataset")
-    probs = predict_tta(model, cifar.x_test, tta)
-    metrics = {"epoch": epoch, **summarize(probs, cifar.y_test, cifar.class_names), "tta": tta,
-               "precision": resolve_precision(precision), "model": str(model_path), "synthetic": cifar.synthetic,
-               "subset": cifar.subset, "skipped_files": cifar.skipped}
+    metrics = {"epoch": epoch, **measure(model, cifar, tta, model_path), "precision": resolve_precision(precision),
+               "model": str(model_path)}
     write_results(out, metrics, synthetic=cifar.synthetic, images=cifar.x_test)
     return metrics, out.path
