@@ -138,7 +138,6 @@ def main() -> None:
     from vggcifar import build, loop, order, settings
     from vggcifar.config import make_config
     from vggcifar.data import load_source
-    from vggcifar.steps import one_hot
 
     data = load_source({"data": args.data})
     config = make_config(args.recipe, batch_size=args.batch_size, epochs=args.epochs, val_split=args.val_split,
@@ -149,7 +148,7 @@ def main() -> None:
     model, train_model = build.build_training(config, data.num_classes, run.steps_per_epoch, x)
     runner = loop.make_runner(train_model, x, y, data.num_classes)
     rows = np.linspace(0, len(x) - 1, 64).astype(np.int64)  # one fixed probe batch
-    xb, yb = x[rows], one_hot(y[rows], data.num_classes)
+    xb, yb = x[rows], np.eye(data.num_classes, dtype=np.float32)[y[rows]]
     points = sorted(int(s) for s in args.probe.split(","))
     stream = order.chunks(config.seed, len(x), config.batch_size, 1)
     results, done = [], 0

@@ -53,6 +53,7 @@ def test_overrides_are_typed_and_checked():
     ("data_format", "nhwc", "channels_first", "in ('auto', 'channels_last', 'channels_first')"),
     ("epochs", 0, 1, "to be >= 1"),
     ("batch_size", 0, 1, "to be >= 1"),
+    ("optimizer", "adam", "adamw", "in ('sgd', 'adamw')"),
     ("lr", 0.0, 1e-9, "to be > 0"),
     ("momentum", 1.0, 0.0, "in [0, 1)"),
     ("momentum", -0.1, 0.99, "in [0, 1)"),
@@ -123,6 +124,8 @@ def test_has_effect_and_sources():
     assert spec.has_effect("decay") and not bn.has_effect("decay")
     assert not spec.has_effect("warmup_epochs") and bn.has_effect("warmup_epochs")
     assert spec.has_effect("lr") and bn.has_effect("lr")
+    adamw = make_config("vgg16-bn", optimizer="adamw")
+    assert not adamw.has_effect("momentum") and not adamw.has_effect("nesterov") and bn.has_effect("momentum")
     assert source_of("vgg16-bn", "batch_norm") == "Ioffe & Szegedy 2015"
     assert source_of("vgg16-bn", "decay") == "spec: decay=1e-6"  # unchanged: the default's source
     assert source_of("spec", "lr") == "spec text (its code says 0.1)"
@@ -174,8 +177,9 @@ def test_config_values_reach_the_built_optimizer_loss_and_layers(recipe):
     c = make_config(recipe, width=0.0625, dense_units=16, precision="float32", data_format="channels_last")
     model, train_model = build.build_training(c, 10, steps_per_epoch=5)
     opt = train_model.optimizer
-    assert isinstance(opt, keras.optimizers.SGD)
-    assert float(opt.momentum) == pytest.approx(c.momentum) and bool(opt.nesterov) == c.nesterov
+    assert isinstance(opt, {"sgd": keras.optimizers.SGD, "adamw": keras.optimizers.AdamW}[c.optimizer])
+    if c.optimizer == "sgd":
+        assert float(opt.momentum) == pytest.approx(c.momentum) and bool(opt.nesterov) == c.nesterov
     assert (opt.weight_decay or 0.0) == pytest.approx(c.weight_decay)
     assert build.current_lr(opt) == pytest.approx(lr_at(c, 5, [0])[0], rel=1e-6)
     assert train_model.loss.label_smoothing == pytest.approx(c.label_smoothing)
@@ -195,3 +199,23 @@ def test_config_values_reach_the_built_optimizer_loss_and_layers(recipe):
     augment = {layer.name for layer in train_model.layers} & {"aug_crop", "aug_flip", "aug_cutout"}
     assert augment == {f"aug_{a}" for a in c.augment}
     assert (train_model is model) == (not c.augment)
+
+
+def test_adamw_first_step_is_the_rate_times_the_sign_after_decoupled_decay():
+    # Independent oracle (Loshchilov & Hutter 2019; Kingma & Ba 2015): at
+    # step 1 Adam's bias-corrected m / sqrt(v) is sign(g), so each weight
+    # moves by lr * sign(g) whatever its gradient's size, after the
+    # decoupled decay has shrunk it by lr * weight_decay of itself.
+    import keras
+    import numpy as np
+
+    from vggcifar.build import make_optimizer
+
+    c = make_config("spec-he", optimizer="adamw", schedule="constant", lr=0.01, weight_decay=0.5)
+    opt = make_optimizer(c, steps_per_epoch=5)
+    w0 = np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)
+    g = np.array([1e-2, -30.0, 2.0, -0.5], dtype=np.float32)
+    w = keras.Variable(w0)
+    opt.apply_gradients([(keras.ops.convert_to_tensor(g), w)])
+    expected = w0 * (1 - 0.01 * 0.5) - 0.01 * np.sign(g)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(w), expected, rtol=1e-4, atol=1e-5)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vggcifar.cli import main
-from vggcifar.config import FIELDS, OPTIMIZER, RECIPES, VALUE_SOURCES, TrainConfig, make_config
+from vggcifar.config import FIELDS, RECIPES, VALUE_SOURCES, TrainConfig, make_config
 from vggcifar.report import recipe_settings, recipes_text
 
 RECIPES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
@@ -27,11 +27,9 @@ def test_settings_are_the_recipes_configs_with_units_and_sources(recipe):
     assert {k for k in RECIPES[recipe] if config[k] != defaults[k]} <= set(keys)
     for r in rows:
         assert r["unit"].strip() and r["source"].strip(), r["key"]
-        expected = OPTIMIZER if r["key"] == "optimizer" else config[r["key"]]
-        assert r["value"] == expected
-        assert r["changed"] == (r["key"] != "optimizer" and expected != defaults[r["key"]])
-        want = (VALUE_SOURCES[recipe][r["key"]] if r["changed"] else
-                "spec: SGD" if r["key"] == "optimizer" else FIELDS[r["key"]]["source"])
+        assert r["value"] == config[r["key"]]
+        assert r["changed"] == (config[r["key"]] != defaults[r["key"]])
+        want = VALUE_SOURCES[recipe][r["key"]] if r["changed"] else FIELDS[r["key"]]["source"]
         assert r["source"] == want
 
 

@@ -151,6 +151,13 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int):
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    if config.optimizer == "adamw":
+        # Keras' defaults (beta 0.9 / 0.999, epsilon 1e-7); weight decay
+        # decoupled, lr * weight_decay a step, as SGD's below.
+        return keras.optimizers.AdamW(
+            learning_rate=make_schedule(config, steps_per_epoch),
+            weight_decay=config.weight_decay,
+        )
     return keras.optimizers.SGD(
         learning_rate=make_schedule(config, steps_per_epoch),
         momentum=config.momentum,

@@ -71,6 +71,11 @@ class TrainConfig:
                          "spec: results after 10, 20, 50, 100 epochs", key=True)
     batch_size: int = _field(32, "images per step", "images per optimizer step",
                              "Keras fit default (the spec sets none)", key=True)
+    # Keras AdamW, like Keras SGD, applies weight_decay decoupled: each step
+    # every weight shrinks by lr * weight_decay (base_optimizer._apply_weight_decay).
+    optimizer: str = _field("sgd", "update rule", "sgd (Keras SGD, with momentum and nesterov) or adamw (Keras "
+                            "AdamW: each weight's step over its gradient's running rms, beta 0.9 / 0.999; "
+                            "momentum and nesterov unused)", "spec: SGD", key=True)
     lr: float = _field(0.01, "per step (peak)", "learning rate (peak, for cosine) at batch_size: the rate used",
                        "spec text (its code says 0.1)", key=True)
     # The recipe's lr is given for lr_batch_size; make_config applies
@@ -142,7 +147,8 @@ class TrainConfig:
         """Whether ``key``'s value changes anything under the rest of this config."""
         return not {
             "bn_momentum": not self.batch_norm,
-            "nesterov": self.momentum == 0,
+            "momentum": self.optimizer != "sgd",
+            "nesterov": self.optimizer != "sgd" or self.momentum == 0,
             "decay": self.schedule != "inverse_time",
             "warmup_epochs": self.schedule != "cosine",
             "lr_batch_size": self.lr_scaling == "none",
@@ -163,8 +169,8 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 AUGMENTATIONS = ("crop", "flip", "cutout")
 #: How the model maps its uint8 pixels (the input_scaling field).
 INPUT_SCALINGS = ("rescale", "standardize")
-#: The optimizer every recipe uses (vggcifar.build.make_optimizer).
-OPTIMIZER = "SGD"
+#: The update rules (the optimizer field; vggcifar.build.make_optimizer builds them).
+OPTIMIZERS = ("sgd", "adamw")
 
 #: What the learning recipes share, each value with its source: SGD with
 #: Nesterov momentum, linear warm-up then cosine, label smoothing, crop + flip,
@@ -326,6 +332,7 @@ def validate(c: TrainConfig) -> None:
          "in ('auto', 'channels_last', 'channels_first')")
     need(c.epochs >= 1, "epochs", "to be >= 1")
     need(c.batch_size >= 1, "batch_size", "to be >= 1")
+    need(c.optimizer in OPTIMIZERS, "optimizer", f"in {OPTIMIZERS}")
     need(c.lr > 0, "lr", "to be > 0")
     need(c.lr_batch_size >= 1, "lr_batch_size", "to be >= 1")
     need(c.lr_scaling in LR_SCALINGS, "lr_scaling", f"in {LR_SCALINGS}")

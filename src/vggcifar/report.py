@@ -53,7 +53,7 @@ def collapse_causes(config: dict, *, short_run: bool = False) -> str:
     if str(config.get("kernel_initializer", "glorot_uniform")).startswith("glorot") and not batch_norm:
         causes.append(cause(f"glorot initialisation in a {layers}-layer network without batch norm", "He weights",
                             lambda o: not o.kernel_initializer.startswith("glorot")))
-    if not config.get("momentum"):
+    if config.get("optimizer", "sgd") == "sgd" and not config.get("momentum"):
         decayed = ", decayed little by its inverse_time schedule" if config.get("schedule") == "inverse_time" else ""
         causes.append(cause(f"plain SGD without momentum at learning rate {lr} for batch {batch}{decayed}", "momentum",
                             lambda o: o.momentum > 0))
@@ -500,29 +500,18 @@ def recipes_markdown(settings: dict[str, list[dict]], notes: dict[str, str]) -> 
     return "\n".join(out)
 
 
-#: The optimizer, shown by `vggcifar recipes` among the settings (before lr).
-_OPTIMIZER_ROW = {"unit": "optimizer", "source": "spec: SGD", "doc": "the optimizer's update rule"}
-
-
 def recipe_settings(recipe: str) -> list[dict]:
     """What `vggcifar recipes` shows of ``recipe``: the key settings and every
     value some recipe changes, in config order, each as {key, value, unit,
     source, changed (differs from the defaults), used (has an effect), meaning}."""
-    from vggcifar.config import FIELDS, OPTIMIZER, RECIPES, TrainConfig, make_config, source_of
+    from vggcifar.config import FIELDS, RECIPES, TrainConfig, make_config, source_of
 
     config = make_config(recipe)
     defaults = TrainConfig().to_dict()
     values = config.to_dict()
     others = [make_config(r).to_dict() for r in RECIPES]
-    order = list(FIELDS)
-    order.insert(order.index("lr"), "optimizer")
     rows = []
-    for key in order:
-        if key == "optimizer":
-            rows.append({"key": key, "value": OPTIMIZER, "unit": _OPTIMIZER_ROW["unit"],
-                         "source": _OPTIMIZER_ROW["source"], "changed": False, "used": True,
-                         "meaning": _OPTIMIZER_ROW["doc"]})
-            continue
+    for key in FIELDS:
         if not FIELDS[key]["key"] and all(o[key] == defaults[key] for o in others):
             continue
         rows.append({
