@@ -111,7 +111,7 @@ def test_one_run_milestones_equal_separate_shorter_run(tmp_path, data):
 @pytest.mark.parametrize("recipe,images", [("spec", 96), ("spec-he", 96), ("vgg16-bn", 106)])
 def test_resume_mid_epoch_is_bit_identical(tmp_path, recipe, images):
     # Stopped mid-epoch 1 and mid-epoch 2: what crosses each resume is
-    # spec's plain SGD and inverse-time decay; spec-he's momentum slots,
+    # spec's plain SGD and inverse-time decay; spec-he's AdamW moments,
     # cosine schedule, dropout and the crop/flip augmentation's random state;
     # vgg16-bn's batch-norm statistics too.
     from vggcifar.loop import TrainingStopped

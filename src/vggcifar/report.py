@@ -55,8 +55,8 @@ def collapse_causes(config: dict, *, short_run: bool = False) -> str:
                             lambda o: not o.kernel_initializer.startswith("glorot")))
     if config.get("optimizer", "sgd") == "sgd" and not config.get("momentum"):
         decayed = ", decayed little by its inverse_time schedule" if config.get("schedule") == "inverse_time" else ""
-        causes.append(cause(f"plain SGD without momentum at learning rate {lr} for batch {batch}{decayed}", "momentum",
-                            lambda o: o.momentum > 0))
+        causes.append(cause(f"plain SGD without momentum at learning rate {lr} for batch {batch}{decayed}",
+                            "momentum or AdamW", lambda o: o.optimizer != "sgd" or o.momentum > 0))
     elif lr is not None:
         causes.append(f"a learning rate too high for this data, {lr} at batch {batch} (try --lr {lr / 2:g})")
     if not batch_norm:
