@@ -113,6 +113,11 @@ def test_config_json_round_trip_and_damage():
     keys = [line.split('"')[1] for line in text.splitlines() if line.startswith('  "')]
     assert keys == sorted(c.to_dict()) and '\n  "recipe": "vgg16-bn",\n' in text  # sorted, two spaces a level
     assert config_from_dict({"lr": 0.5}, "x") == make_config("spec", lr=0.5)
+    # A spec-he run folder from before the optimizer field trained (and resumes) with SGD.
+    old = make_config("spec-he", optimizer="sgd", lr=0.01, weight_decay=0.005).to_dict()
+    del old["optimizer"]
+    assert config_from_dict(old, "x").optimizer == "sgd"
+    assert config_from_dict(make_config("spec-he").to_dict(), "x").optimizer == "adamw"
     with pytest.raises(ValueError, match="^run/config.json does not hold a config; delete the run folder"):
         config_from_dict([1, 2], "run/config.json")
 

@@ -212,7 +212,7 @@ _RECIPES: dict[str, dict[str, tuple]] = {
         # 4096-wide head no longer moves 10-20 times faster than the
         # convolutions for its size: under SGD it set one logit vector for
         # every image and every layer shrank to cancel it (docs/recipes.md).
-        "optimizer": ("adamw", "Loshchilov & Hutter 2019; measured here: SGD's stall of 1 to 15 epochs on the "
+        "optimizer": ("adamw", "Loshchilov & Hutter 2019; measured here: SGD's stall of 1 to 14 epochs on the "
                                "colour digits gone (docs/recipes.md)"),
         "lr": (0.0006, "3e-4 at batch 64, measured here (1e-3 diverged, 5e-4 no better); scaled linearly to "
                        "batch 128"),
@@ -410,4 +410,7 @@ def config_from_dict(values: dict, where) -> TrainConfig:
     if not isinstance(values, dict):
         raise ValueError(f"{where} does not hold a config; delete the run folder or pass another")
     values = dict(values)
+    # Every recipe trained with SGD before the optimizer field existed: a run
+    # folder written then resumes with SGD, not with its recipe's optimizer now.
+    values.setdefault("optimizer", "sgd")
     return make_config(values.pop("recipe", "spec"), **values)
