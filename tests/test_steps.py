@@ -36,6 +36,14 @@ def bn_config(**kw):
                                       "precision": "float32", "checkpoint_minutes": 1e-5, **kw})
 
 
+@pytest.fixture(scope="module")
+def eight_a_call(tmp_path_factory, data):
+    """The run folder of bn_config at 8 steps a call, uninterrupted (made once)."""
+    run = tmp_path_factory.mktemp("k8") / "run"
+    train_run(bn_config(steps_per_execution=8), data, run, **QUIET)
+    return run
+
+
 # --------------------------------------------------------------------------- #
 # the calls
 # --------------------------------------------------------------------------- #
@@ -57,28 +65,26 @@ def test_calls_end_at_multiples_of_k_never_cross_an_epoch_and_keep_the_short_bat
 
 
 @pytest.mark.slow
-def test_eight_steps_a_call_end_with_the_weights_of_one(tmp_path, data):
+def test_eight_steps_a_call_end_with_the_weights_of_one(tmp_path, data, eight_a_call):
     train_run(bn_config(steps_per_execution=1), data, tmp_path / "k1", **QUIET)
-    train_run(bn_config(steps_per_execution=8), data, tmp_path / "k8", **QUIET)
-    a, b = final_variables(tmp_path / "k1"), final_variables(tmp_path / "k8")
+    a, b = final_variables(tmp_path / "k1"), final_variables(eight_a_call)
     assert len(a) == len(b) > 0
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
-    h1, h8 = RunDir(tmp_path / "k1").read_history(), RunDir(tmp_path / "k8").read_history()
+    h1, h8 = RunDir(tmp_path / "k1").read_history(), RunDir(eight_a_call).read_history()
     for r1, r8 in zip(h1, h8):
         assert r1["loss"] == pytest.approx(r8["loss"], rel=1e-5)
-    assert json.loads((tmp_path / "k8" / "config.json").read_text())["steps_per_execution"] == 8
+    assert json.loads((eight_a_call / "config.json").read_text())["steps_per_execution"] == 8
 
 
 @pytest.mark.slow
-def test_resume_at_eight_steps_a_call_is_bit_identical(tmp_path, data):
-    train_run(bn_config(steps_per_execution=8), data, tmp_path / "full", **QUIET)
+def test_resume_at_eight_steps_a_call_is_bit_identical(tmp_path, data, eight_a_call):
     with pytest.raises(T.Interrupted):
         train_run(bn_config(steps_per_execution=8), data, tmp_path / "parts", max_steps=8, **QUIET)
     with pytest.raises(T.Interrupted):  # 8 + 5 + 3 steps: into epoch 2, through a short batch and a short call
         train_run(bn_config(steps_per_execution=8), data, tmp_path / "parts", resume=True, max_steps=9, **QUIET)
     train_run(bn_config(steps_per_execution=8), data, tmp_path / "parts", resume=True, **QUIET)
-    for x, y in zip(final_variables(tmp_path / "full"), final_variables(tmp_path / "parts")):
+    for x, y in zip(final_variables(eight_a_call), final_variables(tmp_path / "parts")):
         np.testing.assert_array_equal(x, y)
 
 
