@@ -1,9 +1,21 @@
+import atexit
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 # Tests run on the package's default backend unless the caller chose one
 # (KERAS_BACKEND): importing the package sets it before keras loads.
 import vggcifar  # noqa: F401 (sets KERAS_BACKEND before keras loads)
+from vggcifar.backend import COMPILE_CACHE_ENV
+
+# JAX runs started by the tests keep their compiled programs in a folder of
+# this test process, not in the user's Keras folder (~/.keras/jax-cache).
+if COMPILE_CACHE_ENV not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="vggcifar-test-jax-cache-")
+    os.environ[COMPILE_CACHE_ENV] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 SPEC_TABLE = Path(__file__).with_name("spec_table_channels_first.txt")
 
