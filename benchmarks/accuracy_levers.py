@@ -28,10 +28,10 @@ import numpy as np
 
 def parse_variant(text: str) -> tuple[str, dict]:
     """"name:key=value,key=value" as (name, {key: value}), values read as `vggcifar train --set` reads them."""
-    from stall_probe import parse_sets
+    from vggcifar.options import set_overrides
 
     name, _, spec = text.partition(":")
-    return name, parse_sets([item for item in spec.split(",") if item])
+    return name, set_overrides([item for item in spec.split(",") if item])
 
 
 def accuracy(probs: np.ndarray, y: np.ndarray) -> float:

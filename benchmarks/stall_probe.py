@@ -27,18 +27,6 @@ import json
 import numpy as np
 
 
-def parse_sets(items: list[str]) -> dict:
-    """``KEY=VALUE`` items as `vggcifar train --set` reads them: VALUE as JSON, else as text."""
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = value
-    return out
-
-
 def gradients(train_model, x, y):
     """(loss, gradients of the training loss w.r.t. the trainable weights) on
     one batch in training mode, whatever the backend."""
@@ -138,10 +126,11 @@ def main() -> None:
     from vggcifar import build, loop, order, settings
     from vggcifar.config import make_config
     from vggcifar.data import load_source
+    from vggcifar.options import set_overrides
 
     data = load_source({"data": args.data})
     config = make_config(args.recipe, batch_size=args.batch_size, epochs=args.epochs, val_split=args.val_split,
-                         seed=args.seed, precision=args.precision, **parse_sets(args.set))
+                         seed=args.seed, precision=args.precision, **set_overrides(args.set))
     run = settings.resolve(config, len(data.x_train))
     config = run.config
     x, y, x_val, y_val = loop.split_validation(config, data)

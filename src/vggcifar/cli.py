@@ -72,22 +72,6 @@ def _status(exc: BaseException) -> int:
 # --------------------------------------------------------------------------- #
 # the commands
 # --------------------------------------------------------------------------- #
-def _overrides(items: list[str]) -> dict:
-    """--set KEY=VALUE items as config fields (VALUE is JSON, else a string)."""
-    import json
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, received {item!r}")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = value
-    return out
-
-
 def _cmd_summary(args) -> int:
     from vggcifar.model import build_vgg
 
@@ -138,11 +122,12 @@ def _cmd_data_verify(args) -> int:
 
 def _request(args):
     """The request of a `train` or `experiment` command line."""
+    from vggcifar.options import set_overrides
     from vggcifar.request import make_request
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "quiet", "overrides", "argv")}
     options["config"] = options.pop("config_file")
-    for key, value in _overrides(args.overrides).items():
+    for key, value in set_overrides(args.overrides).items():
         if options.get(key) is not None:
             raise ValueError(f"{key} is given twice (as an option and with --set)")
         options[key] = value

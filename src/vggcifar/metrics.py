@@ -164,13 +164,13 @@ def time_to(history: list[dict], thresholds=TIME_TO_ACCURACY) -> dict | None:
     epoch. None when the run has no validation."""
     if not any(h.get("val_accuracy") is not None for h in history):
         return None
-    out: dict = {f"{100 * t:g}%": None for t in thresholds}
+    keys = {f"{100 * t:g}%": t for t in thresholds}
+    out: dict = dict.fromkeys(keys)
     seconds = 0.0
     for h in history:
         seconds += h.get("seconds") or 0.0
         accuracy = h.get("val_accuracy")
-        for t in thresholds:
-            key = f"{100 * t:g}%"
+        for key, t in keys.items():
             if out[key] is None and accuracy is not None and accuracy >= t:
                 out[key] = {"epoch": int(h["epoch"]), "train_seconds": seconds}
     return out

@@ -315,3 +315,19 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     _add_bench_options(p)
     p.set_defaults(func=commands["bench"])
     return parser
+
+
+def set_overrides(items: list[str]) -> dict:
+    """--set KEY=VALUE items as config fields (VALUE is JSON, else a string)."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, received {item!r}")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
