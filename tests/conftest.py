@@ -17,6 +17,21 @@ if COMPILE_CACHE_ENV not in os.environ:
     os.environ[COMPILE_CACHE_ENV] = _cache
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
+# The programs the tests compile are small and run for milliseconds, so XLA's
+# compile time is what they wait for, most of it LLVM optimising machine code.
+# Tests compile unoptimised machine code from the same programs (the same HLO,
+# so XLA's cost analysis, the compile cache and every comparison the tests make
+# are as before); each test compares runs compiled alike. Users' runs and the
+# benchmarks keep XLA's defaults.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), TEST_XLA_FLAGS]))
+
+
+def xla_flags(*flags: str) -> str:
+    """XLA_FLAGS for a child process: the tests' flags and ``flags``."""
+    return " ".join([TEST_XLA_FLAGS, *flags])
+
+
 SPEC_TABLE = Path(__file__).with_name("spec_table_channels_first.txt")
 
 # A narrow VGG-16 (1/16 of the filters, 16-unit head) keeps each step in

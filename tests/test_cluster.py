@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import QUIET, TINY, final_variables, wait_for_checkpoint
+from conftest import QUIET, TINY, final_variables, wait_for_checkpoint, xla_flags
 from vggcifar import backend, checkpoint, cluster, fsutil
 from vggcifar.cli import STATUS_LOST_PROCESS, main
 from vggcifar.rundir import RunDir
@@ -283,8 +283,8 @@ def _has_jax() -> bool:
 
 
 def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "VGGCIFAR_BACKEND_LOG")}
-    return {**env, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1",
+    env = {k: v for k, v in os.environ.items() if k != "VGGCIFAR_BACKEND_LOG"}
+    return {**env, "XLA_FLAGS": xla_flags(), "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1",
             "VGGCIFAR_CLUSTER_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "src"),
                                                         os.environ.get("PYTHONPATH")])), **extra}
@@ -342,7 +342,7 @@ def uninterrupted(tmp_path_factory):
         pytest.skip("jax is not installed (pip install -e '.[test]' installs it)")
     run = tmp_path_factory.mktemp("one-process") / "run"
     proc = subprocess.run([sys.executable, "-m", "vggcifar", "train", *RUN_ARGS, "--run-dir", str(run)],
-                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+                          env=_env(XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=2")),
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return final_variables(run)

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from conftest import xla_flags
+
 pytestmark = pytest.mark.slow
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -29,8 +31,9 @@ def run_jax_child(code: str, *args, devices: int = 2, cache=None, timeout: int =
         pytest.skip("jax is not installed (pip install -e '.[test]' installs it)")
     # Virtual devices are threads that meet in each all-reduce; on a busy CPU
     # one can be late by more than XLA's 40 s before it ends the process.
-    flags = (f"--xla_force_host_platform_device_count={devices} --xla_cpu_collective_call_terminate_timeout_seconds=900"
-             " --xla_cpu_collective_call_warn_stuck_timeout_seconds=300")
+    flags = xla_flags(f"--xla_force_host_platform_device_count={devices}",
+                      "--xla_cpu_collective_call_terminate_timeout_seconds=900",
+                      "--xla_cpu_collective_call_warn_stuck_timeout_seconds=300")
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags,
            "VGGCIFAR_JAX_CACHE": str(cache) if cache else "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))}

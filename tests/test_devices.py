@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from conftest import xla_flags
 from vggcifar.cli import main
 from vggcifar.backend import resolve_devices
 
@@ -68,7 +69,7 @@ def _has_jax() -> bool:
 def test_two_devices_train_like_one(tmp_path):
     if not _has_jax():
         pytest.skip("jax is not installed (pip install -e '.[test]' installs it)")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2"),
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join(filter(None, ["src", os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], env=env, capture_output=True,
                           text=True, timeout=600)
