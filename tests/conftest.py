@@ -27,6 +27,13 @@ TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensiv
 os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), TEST_XLA_FLAGS]))
 
 
+# `make test` runs two test processes, one a core: TensorFlow's thread pools,
+# one thread each, do not spin on the other process's core (7% less CPU and
+# 5% less time on the training tests, measured on 2 cores).
+for _pool in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+    os.environ.setdefault(_pool, "1")
+
+
 def xla_flags(*flags: str) -> str:
     """XLA_FLAGS for a child process: the tests' flags and ``flags``."""
     return " ".join([TEST_XLA_FLAGS, *flags])
