@@ -64,6 +64,42 @@ def test_calls_end_at_multiples_of_k_never_cross_an_epoch_and_keep_the_short_bat
     assert [(s, rows.shape[0]) for _, s, rows in (next(resumed) for _ in range(3))] == [(3, 2), (5, 5), (10, 2)]
 
 
+def test_a_step_computes_its_learning_rate_once_and_trains_as_before(data, monkeypatch):
+    # vgg16-bn: SGD with weight decay under a warm-up then cosine, for which
+    # Keras' optimizer reads the learning rate once for each decayed variable.
+    import contextlib
+
+    import keras
+
+    from vggcifar import steps
+    from vggcifar.build import build_training
+
+    schedules = keras.optimizers.schedules.CosineDecay
+    evaluated, real = [0], schedules.__call__
+    monkeypatch.setattr(schedules, "__call__", lambda self, step: evaluated.__setitem__(0, evaluated[0] + 1)
+                        or real(self, step))
+    rows = [r for _, _, r in (next(order.chunks(0, 200, 16, 1, step=s)) for s in range(3))]
+
+    def train():
+        config = bn_config(epochs=4, warmup_epochs=1.0)
+        _, model = build_training(config, 10, 13)
+        assert model.optimizer.weight_decay and config.warmup_epochs
+        runner = steps.make_runner(model, data.x_train, data.y_train, 10)
+        evaluated[0] = 0
+        for r in rows:
+            runner.run(r)
+        return [keras.ops.convert_to_numpy(v.value) for v in model.variables + model.optimizer.variables], evaluated[0]
+
+    once, reads = train()
+    # Once a step: at the one trace (TensorFlow, JAX) or at each step (torch).
+    assert reads == (len(rows) if keras.backend.backend() == "torch" else 1), reads
+    monkeypatch.setattr(steps, "one_learning_rate", lambda *a, **k: contextlib.nullcontext())
+    each, reads = train()
+    assert reads > len(rows)  # Keras' own reads: one for each decayed variable, and one more
+    for a, b in zip(once, each, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.slow
 def test_eight_steps_a_call_end_with_the_weights_of_one(tmp_path, data, eight_a_call):
     train_run(bn_config(steps_per_execution=1), data, tmp_path / "k1", **QUIET)
