@@ -81,9 +81,7 @@ KILL_ARGS = ["experiment", "--dataset", "synthetic", "--limit-test", "16", "--ep
 
 
 def kill_args(recipe: str) -> list[str]:
-    # The learning recipes hold a tenth out for validation: 53 leave 48. (A
-    # short last batch that is the first step after a resume makes batch
-    # norm differ from an uninterrupted run by ~1e-6: docs/guarantees.md.)
+    # The learning recipes hold a tenth out for validation: 53 leave 48.
     return [*KILL_ARGS, "--recipe", recipe, "--limit-train", "48" if recipe == "spec" else "53"]
 
 # Runs the CLI with one writer replaced: its NTH matching call writes half of
