@@ -210,30 +210,22 @@ def test_kill_9_then_resume_gives_identical_results(tmp_path, uninterrupted, cap
 ENOSPC_DATA = dict(limit_train=64, limit_test=32)  # 2 steps an epoch at batch 32
 
 
-def _enospc_config(recipe: str):
-    return make_config(recipe, width=0.0625, dense_units=16, epochs=2, batch_size=32, lr=0.05, **ENOSPC_DATA)
+def _enospc_config():
+    return make_config("spec", width=0.0625, dense_units=16, epochs=2, batch_size=32, lr=0.05, **ENOSPC_DATA)
 
 
 @pytest.fixture(scope="module")
 def half_done(tmp_path_factory):
-    """recipe -> (a run stopped after epoch 1 of 2, the same run uninterrupted),
-    made once; the CLI's --resume reads the same synthetic set from run.json
-    and config.json."""
-    made = {}
-
-    def get(recipe: str = "spec"):
-        if recipe not in made:
-            root = tmp_path_factory.mktemp(f"enospc-{recipe}")
-            data = load_dataset(None, "synthetic", **ENOSPC_DATA)
-            with pytest.raises(TrainingStopped):
-                train_run(_enospc_config(recipe), data, root / "half", milestones=[1, 2],
-                          source={"dataset": "synthetic"}, max_steps=2, **QUIET)
-            train_run(_enospc_config(recipe), data, root / "full", milestones=[1, 2],
-                      source={"dataset": "synthetic"}, **QUIET)
-            made[recipe] = root / "half", root / "full"
-        return made[recipe]
-
-    return get
+    """(a run stopped after epoch 1 of 2, the same run uninterrupted), made
+    once; the CLI's --resume reads the same synthetic set from run.json and
+    config.json."""
+    root = tmp_path_factory.mktemp("enospc")
+    data = load_dataset(None, "synthetic", **ENOSPC_DATA)
+    with pytest.raises(TrainingStopped):
+        train_run(_enospc_config(), data, root / "half", milestones=[1, 2], source={"dataset": "synthetic"},
+                  max_steps=2, **QUIET)
+    train_run(_enospc_config(), data, root / "full", milestones=[1, 2], source={"dataset": "synthetic"}, **QUIET)
+    return root / "half", root / "full"
 
 
 def _is_temp_of(path, target: Path) -> bool:
@@ -300,22 +292,19 @@ def inject_disk_full(monkeypatch, target: Path) -> None:
     monkeypatch.setattr(keras.Model, "save", save)
 
 
-# Each kind of write. The checkpoint, the one write whose content depends on
-# the recipe, under vgg16-bn too: its checkpoint holds what spec-he's does
-# (momentum slots, augmentation seeds, a cosine schedule's step) and
-# batch-norm statistics besides. (kill -9 under each recipe: above.)
-@pytest.mark.parametrize("target,kept,recipe", [
-    ("checkpoints/ckpt-000000004", "checkpoints/ckpt-000000002/variables.npz", "spec"),  # a checkpoint
-    ("checkpoints/ckpt-000000004", "checkpoints/ckpt-000000002/variables.npz", "vgg16-bn"),
-    ("history.csv", "history.csv", "spec"),  # per-epoch metrics
-    ("metrics.json", "metrics.json", "spec"),  # the published result
-    ("curves.png", "curves.png", "spec"),  # a plot
-    ("epochs-002/model.keras", "model.keras", "spec"),  # a milestone's model, by Keras' own save
-    ("model.keras", "model.keras", "spec"),  # the published model
+# Each kind of write. (A checkpoint of vgg16-bn, with momentum slots,
+# augmentation seeds, a cosine schedule's step and batch-norm statistics, cut
+# in half by kill -9 and resumed from: above.)
+@pytest.mark.parametrize("target,kept", [
+    ("checkpoints/ckpt-000000004", "checkpoints/ckpt-000000002/variables.npz"),  # a checkpoint
+    ("history.csv", "history.csv"),  # per-epoch metrics
+    ("metrics.json", "metrics.json"),  # the published result
+    ("curves.png", "curves.png"),  # a plot
+    ("epochs-002/model.keras", "model.keras"),  # a milestone's model, by Keras' own save
+    ("model.keras", "model.keras"),  # the published model
 ])
-def test_disk_full_keeps_the_previous_file_and_says_where(tmp_path, half_done, monkeypatch, capsys,
-                                                          target, kept, recipe):
-    half, full = half_done(recipe)
+def test_disk_full_keeps_the_previous_file_and_says_where(tmp_path, half_done, monkeypatch, capsys, target, kept):
+    half, full = half_done
     run = tmp_path / "run"
     shutil.copytree(half, run)
     before = snapshot(run)
@@ -359,7 +348,7 @@ def _break_state(ckpt: Path) -> None:
     (_truncate_npz, _break_state),
 ], ids=["truncated-npz", "bad-state-json", "one-of-each"])
 def test_resume_with_every_checkpoint_damaged_refuses_and_changes_nothing(tmp_path, half_done, capsys, damage):
-    _, full = half_done()
+    _, full = half_done
     run = tmp_path / "run"
     shutil.copytree(full, run)
     (run / "lock").unlink(missing_ok=True)
@@ -404,7 +393,7 @@ def test_every_file_of_a_run_arrives_by_rename_after_an_fsync(tmp_path, monkeypa
     monkeypatch.setattr(os, "replace", replace)
     run = tmp_path / "run"
     data = load_dataset(None, "synthetic", **ENOSPC_DATA)
-    train_run(_enospc_config("spec"), data, run, milestones=[1, 2], **QUIET)
+    train_run(_enospc_config(), data, run, milestones=[1, 2], **QUIET)
     monkeypatch.undo()
     files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
     assert {"config.json", "run.json", "environment.json", "history.csv", "report.md", "curves.png",
@@ -509,7 +498,7 @@ def test_nonfinite_weights_stop_the_run_and_are_never_saved(tmp_path, monkeypatc
 # 4. two processes on one run folder
 # --------------------------------------------------------------------------- #
 def test_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, half_done, capsys):
-    half, full = half_done()
+    half, full = half_done
     run = tmp_path / "run"
     shutil.copytree(half, run)
     holder = hold_lock(run)
