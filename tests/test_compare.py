@@ -128,7 +128,7 @@ def test_learning_recipes_learn_and_the_spec_recipe_collapses(tmp_path):
     # 35.4% / 33.5% (too near the bar to test).
     run_dir = tmp_path / "cmp"
     assert main(["experiment", "--recipe", "spec,spec-he,vgg16-bn", "--dataset", "synthetic",
-                 "--limit-train", "1600", "--limit-test", "1000", "--epochs", "6", "--milestones", "3,6",
+                 "--limit-train", "1600", "--limit-test", "1000", "--epochs", "6", "--milestones", "6",
                  "--batch-size", "64", "--set", "width=0.25", "--set", "dense_units=128", "--quiet",
                  "--run-dir", str(run_dir)]) == 0
     rows = {r["recipe"]: r for r in fsutil.read_json(run_dir / "comparison.json")["rows"]}
