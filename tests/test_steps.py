@@ -74,10 +74,13 @@ def test_a_step_computes_its_learning_rate_once_and_trains_as_before(data, monke
     from vggcifar import steps
     from vggcifar.build import build_training
 
-    schedules = keras.optimizers.schedules.CosineDecay
-    evaluated, real = [0], schedules.__call__
-    monkeypatch.setattr(schedules, "__call__", lambda self, step: evaluated.__setitem__(0, evaluated[0] + 1)
-                        or real(self, step))
+    evaluated, real = [0], keras.optimizers.schedules.CosineDecay.__call__
+
+    def counted(self, step):
+        evaluated[0] += 1
+        return real(self, step)
+
+    monkeypatch.setattr(keras.optimizers.schedules.CosineDecay, "__call__", counted)
     rows = [r for _, _, r in (next(order.chunks(0, 200, 16, 1, step=s)) for s in range(3))]
 
     def train():
