@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 
 # Tests run on the package's default backend unless the caller chose one
-# (KERAS_BACKEND): importing the package sets it before keras loads.
-import vggcifar  # noqa: F401 (sets KERAS_BACKEND before keras loads)
-from vggcifar.backend import COMPILE_CACHE_ENV
+# (KERAS_BACKEND): importing the package sets it before keras loads. Nothing
+# here imports keras: pytest-xdist's controlling process, which runs no test,
+# starts the test processes without waiting for a backend to load.
+from vggcifar import COMPILE_CACHE_ENV  # (sets KERAS_BACKEND before keras loads)
 
 # JAX runs started by the tests keep their compiled programs in a folder of
 # this test process, not in the user's Keras folder (~/.keras/jax-cache).

@@ -549,12 +549,14 @@ except LockError as exc:
 """
 
 
-def race(folder: Path, racers: int = 6) -> list[str]:
-    """What each of ``racers`` processes started together says, winners first."""
+def race(folders: list[Path], racers: int = 6) -> list[list[str]]:
+    """For each folder, what each of ``racers`` processes racing for its lock
+    says, winners first; the races of all the folders run at the same time."""
     start = time.time() + 1.5
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(folder), str(start)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(racers)]
-    return sorted((p.communicate(timeout=60)[0].strip() for p in procs), key=lambda a: not a.startswith("got"))
+    procs = [[subprocess.Popen([sys.executable, "-c", RACER, str(folder), str(start)],
+                               stdout=subprocess.PIPE, text=True) for _ in range(racers)] for folder in folders]
+    return [sorted((p.communicate(timeout=60)[0].strip() for p in group), key=lambda a: not a.startswith("got"))
+            for group in procs]
 
 
 def assert_one_winner(answers: list[str], folder: Path) -> None:
@@ -568,10 +570,10 @@ def assert_one_winner(answers: list[str], folder: Path) -> None:
 
 def test_processes_racing_for_one_lock_get_it_once(tmp_path):
     # Exactly one of the racers gets a lock that does not exist yet; the
-    # others are refused naming it.
-    for round_ in range(2):
-        folder = tmp_path / f"race{round_}"
-        assert_one_winner(race(folder), folder)
+    # others are refused naming it. Two races, two folders.
+    folders = [tmp_path / f"race{round_}" for round_ in range(2)]
+    for folder, answers in zip(folders, race(folders)):
+        assert_one_winner(answers, folder)
         assert sorted(p.name for p in folder.iterdir()) == []  # the lock and every temp file gone
 
 
@@ -589,12 +591,11 @@ def test_processes_racing_for_a_dead_holders_lock_get_it_once(tmp_path):
     # and still exactly one gets the lock. (A lock that a racer judges stale by
     # its pid, removes and replaces can be removed again by a slower racer who
     # read the same dead pid: two holders.)
-    for round_ in range(2):
-        folder = tmp_path / f"race{round_}"
-        dead = dead_holders_lock(folder)
-        answers = race(folder)
+    folders = [tmp_path / f"race{round_}" for round_ in range(2)]
+    dead = [dead_holders_lock(folder) for folder in folders]
+    for folder, pid, answers in zip(folders, dead, race(folders)):
         assert_one_winner(answers, folder)
-        assert str(dead) not in " ".join(answers)
+        assert str(pid) not in " ".join(answers)
         assert sorted(p.name for p in folder.iterdir()) == []
 
 

@@ -28,6 +28,13 @@ DEFAULT_BACKEND = "tensorflow"
 #: TensorFlow and 2-4x ahead of torch in training (docs/performance.md, "GPUs").
 GPU_DEFAULT_BACKEND = "jax"
 
+#: JAX's compiled programs are kept on disk between processes (a resumed run,
+#: a second run of the same shapes, the parts of a benchmark): in the folder this
+#: variable names, "0" for none; unset, ``jax-cache/`` in the Keras folder
+#: ($KERAS_HOME, else ~/.keras). Named here, where a process can read it
+#: without importing keras (vggcifar.backend.use_compile_cache acts on it).
+COMPILE_CACHE_ENV = "VGGCIFAR_JAX_CACHE"
+
 #: Device paths an NVIDIA driver creates.
 _NVIDIA_PATHS = ("/dev/nvidia0", "/proc/driver/nvidia/gpus")
 #: JAX's CUDA plugins, first preferred, with what each needs: the CUDA version

@@ -22,6 +22,8 @@ import numpy as np
 
 import keras
 
+from vggcifar import COMPILE_CACHE_ENV
+
 #: The conv layout each backend trains faster in, measured on the spec network
 #: (docs/performance.md): torch's oneDNN convolutions run channels-first
 #: 1.07-1.10x faster; TensorFlow's CPU kernels want channels-last (channels-first
@@ -486,17 +488,13 @@ def set_random_seed(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-#: JAX's compiled programs are kept on disk between processes (a resumed run,
-#: a second run of the same shapes, the parts of a benchmark): in this folder,
-#: "0" for none; unset, ``jax-cache/`` in the Keras folder ($KERAS_HOME, else ~/.keras).
-COMPILE_CACHE_ENV = "VGGCIFAR_JAX_CACHE"
 #: Programs that compile faster than this are not worth a file (JAX's default is 1 s;
 #: a full-size VGG step takes seconds to compile on a GPU, tens on a CPU).
 COMPILE_CACHE_MIN_SECONDS = 0.2
 
 
 def use_compile_cache() -> str | None:
-    """On JAX: keep compiled programs on disk (COMPILE_CACHE_ENV) so that a
+    """On JAX: keep compiled programs on disk (``vggcifar.COMPILE_CACHE_ENV``) so that a
     resumed or repeated run loads its step instead of compiling it again.
     JAX decides once per process, at its first compilation, so this runs before
     anything is built. Returns the folder, or None (another backend, switched
