@@ -1,6 +1,11 @@
 import atexit
+import itertools
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -70,7 +75,7 @@ def wait_for_checkpoint(run: Path, proc, minimum_step: int, timeout: float = 180
         if steps and max(steps) >= minimum_step:
             return
         if proc.poll() is not None:
-            raise AssertionError(f"training ended before step {minimum_step}: {proc.stdout.read()}")
+            raise AssertionError(f"training ended before step {minimum_step}: {proc.communicate()[0]}")
         time.sleep(0.02)
     raise AssertionError(f"no checkpoint at step {minimum_step} or later appeared in {timeout} s")
 
@@ -112,9 +117,6 @@ time.sleep(600)
 
 def hold_lock(folder):
     """A LOCK_HOLDER process on ``folder`` that holds the lock by now."""
-    import subprocess
-    import sys
-
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
     line = holder.stdout.readline().strip()
     if line != "held":
@@ -133,3 +135,145 @@ def spec_network():
     from vggcifar.model import build_vgg
 
     return build_vgg()
+
+
+# --------------------------------------------------------------------------- #
+# `vggcifar` processes to kill or to signal, forked with their imports done
+# --------------------------------------------------------------------------- #
+# A process that imports keras, its backend and the command line once, then
+# forks a process for each command it is sent: a JSON line with the command's
+# arguments, variables to set, code to run first, and the file its output goes
+# to (made before the fork, so it is there when its pid is). fork() copies the
+# process with its imports done: the command starts at once, where a new
+# interpreter would first spend 5 s of CPU importing TensorFlow. Each is a
+# process of its own (its pid, its run folder lock, its signals, its exit
+# status) that runs cli.main as `python -m vggcifar` does. A thread reaps each
+# one and writes its exit status beside its output, renamed into place.
+FORKER = r"""
+import json, os, sys, threading, time, traceback
+import keras  # noqa: F401
+from vggcifar import cli
+
+outputs, lock = {}, threading.Lock()
+
+def reap():
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            time.sleep(0.02)
+            continue
+        with lock:
+            path = outputs.pop(pid)
+        with open(path + ".tmp", "w") as f:
+            f.write(str(os.waitstatus_to_exitcode(status)))
+        os.replace(path + ".tmp", path)
+
+def run(job, fd):
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update(job["env"])
+    status = 1
+    try:
+        exec(job["setup"], {"__name__": "__setup__"})
+        status = cli.main(job["argv"])
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+threading.Thread(target=reap, daemon=True).start()
+print("ready", flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    fd = os.open(job["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with lock:
+        pid = os.fork()
+        if pid == 0:
+            run(job, fd)
+        outputs[pid] = job["output"] + ".status"
+    os.close(fd)
+    print(pid, flush=True)
+"""
+
+
+class Forked:
+    """A command in a process of the forker's, with what the tests use of
+    subprocess.Popen: its output (stdout and stderr together) as ``stdout``,
+    a file read as it grows, and the rest of it from ``communicate``."""
+
+    def __init__(self, pid: int, output: Path):
+        self.pid, self.returncode = pid, None
+        self._status = output.with_name(output.name + ".status")
+        self._output = open(output, encoding="utf-8", errors="replace")
+        self._partial = ""
+
+    def poll(self):
+        if self.returncode is None and self._status.exists():
+            self.returncode = int(self._status.read_text())
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"forked process {self.pid}", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    @property
+    def stdout(self):
+        while True:
+            ended = self.poll() is not None
+            self._partial += self._output.read()
+            *lines, self._partial = self._partial.split("\n")
+            yield from (line + "\n" for line in lines)
+            if ended:
+                if self._partial:
+                    yield self._partial
+                    self._partial = ""
+                return
+            if not lines:
+                time.sleep(0.02)
+
+    def communicate(self, timeout: float | None = None):
+        self.wait(timeout)
+        rest, self._partial = self._partial + self._output.read(), ""
+        self._output.close()
+        return rest, None
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def forker(tmp_path_factory):
+    """``start(argv, env=None, setup="")``: `vggcifar argv` in a new process,
+    forked from one that has imported keras (FORKER); a ``Forked``."""
+    proc = subprocess.Popen([sys.executable, "-c", FORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    ready = proc.stdout.readline().strip()
+    folder, count, started = tmp_path_factory.mktemp("forked"), itertools.count(), []
+
+    def start(argv, env=None, setup: str = "") -> Forked:
+        assert ready == "ready", "the forker did not start"
+        output = folder / f"{next(count)}.txt"
+        proc.stdin.write(json.dumps({"argv": [str(a) for a in argv], "env": env or {}, "setup": setup,
+                                     "output": str(output)}) + "\n")
+        proc.stdin.flush()
+        started.append(Forked(int(proc.stdout.readline()), output))
+        return started[-1]
+
+    yield start
+    for forked in started:  # a test that failed before its process ended
+        forked.kill()
+    proc.stdin.close()
+    proc.wait(timeout=60)

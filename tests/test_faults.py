@@ -66,11 +66,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _popen(argv, env=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 # --------------------------------------------------------------------------- #
 # 1. kill -9 at several moments, then --resume
 # --------------------------------------------------------------------------- #
@@ -84,14 +79,13 @@ def kill_args(recipe: str) -> list[str]:
     # The learning recipes hold a tenth out for validation: 53 leave 48.
     return [*KILL_ARGS, "--recipe", recipe, "--limit-train", "48" if recipe == "spec" else "53"]
 
-# Runs the CLI with one writer replaced: its NTH matching call writes half of
-# its file and then the process kills itself with SIGKILL, as a power cut or
-# the OOM killer would, in the middle of that write.
+# Run before the command, in its process: one writer replaced, whose NTH
+# matching call writes half of its file and then the process kills itself with
+# SIGKILL, as a power cut or the OOM killer would, in the middle of that write.
 KILLER = r'''
-import io, os, shutil, signal, sys
+import io, os, shutil, signal
 import numpy as np
 import keras
-from vggcifar import cli
 
 what, nth = os.environ["VGGCIFAR_TEST_KILL"].split(":")
 nth, calls = int(nth), [0]
@@ -136,7 +130,6 @@ def copyfile(src, dst, *args, **kwargs):  # publishing a milestone at the top of
     return out
 
 np.savez, keras.Model.save, shutil.copyfile = savez, save, copyfile
-sys.exit(cli.main(sys.argv[1:]))
 '''
 
 
@@ -166,15 +159,17 @@ def uninterrupted(tmp_path_factory):
     ("milestone:1", "epochs-001/.model.keras.", "vgg16-bn"),  # half of epoch 1's model.keras written
     ("publish:2", ".model.keras.", "vgg16-bn"),  # half of the final model copied to the top of the run folder
 ])
-def test_kill_9_then_resume_gives_identical_results(tmp_path, uninterrupted, capsys, kill_at, partial, recipe):
+def test_kill_9_then_resume_gives_identical_results(tmp_path, uninterrupted, forker, capsys, kill_at, partial,
+                                                    recipe):
+    # Each run killed is a process of its own (conftest.forker).
     run = tmp_path / "run"
     args = [*kill_args(recipe), "--run-dir", str(run)]
     if kill_at == "outside":
-        p = _popen([sys.executable, "-m", "vggcifar", *args])
+        p = forker(args)
         wait_for_checkpoint(run, p, minimum_step=4)
         p.send_signal(signal.SIGKILL)
     else:
-        p = _popen([sys.executable, "-c", KILLER, *args], env={"VGGCIFAR_TEST_KILL": kill_at})
+        p = forker(args, env={"VGGCIFAR_TEST_KILL": kill_at}, setup=KILLER)
     out = p.communicate(timeout=300)[0]
     assert p.returncode == -signal.SIGKILL, out
     if partial:

@@ -3,11 +3,8 @@ against an independent oracle, resume, milestones, evaluate (kill -9 and
 other injected faults: test_faults.py)."""
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -242,24 +239,19 @@ def test_second_process_on_a_run_folder_is_refused(tmp_path, data):
     assert (run / "metrics.json").exists() and not (run / "lock").exists()
 
 
-def _cli(*args, **kw):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "vggcifar", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
 TRAIN_ARGS = ["train", "--dataset", "synthetic", "--limit-train", "192", "--limit-test", "32",
               "--epochs", "3", "--batch-size", "16", "--lr", "0.05", "--quiet", *TINY_ARGS]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
-def test_sigterm_saves_and_exits_cleanly(tmp_path, signum, status):
+def test_sigterm_saves_and_exits_cleanly(tmp_path, forker, signum, status):
     # 500 steps an epoch and no timed checkpoint (every 10 minutes): the only
-    # checkpoint a signal mid-epoch can leave is the one it saves itself.
+    # checkpoint a signal mid-epoch can leave is the one it saves itself. The
+    # run is a process of its own (conftest.forker).
     run = tmp_path / "run"
-    p = _cli("train", "--dataset", "synthetic", "--limit-train", "4000", "--limit-test", "16", "--epochs", "1",
-             "--batch-size", "8", *TINY_ARGS, "--run-dir", str(run))
+    p = forker(["train", "--dataset", "synthetic", "--limit-train", "4000", "--limit-test", "16", "--epochs", "1",
+                "--batch-size", "8", *TINY_ARGS, "--run-dir", str(run)])
     lines = []
     # The first plain progress line comes after a tenth of the epoch (step 50),
     # however fast the machine: the loop is running, 450 steps from its end.
