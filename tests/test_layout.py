@@ -127,11 +127,34 @@ def test_each_run_folder_name_is_spelled_in_one_module(name):
     assert spelled == ["rundir"], f"{name!r} is spelled in {spelled}"
 
 
-def _each_command_then_control(commands, control: str) -> tuple[list[str], str]:
-    """Run ``commands`` through the CLI in one fresh process, saying after
-    each its status and whether keras is imported (once imported it stays in
-    sys.modules), then ``control``, code that should import keras, and
-    whether it did ("CONTROL True"): the STATUS lines and the whole stderr."""
+# `vggcifar --help`, `recipes`, `data info` and `compare` answer without keras
+# (5-6 s of imports with TensorFlow), and a wrong recipe or setting is refused
+# before keras is imported. One fresh process runs every such command through
+# the CLI, saying after each its status and whether keras is imported (once
+# imported, it stays in sys.modules); then the control: a right command goes on
+# to import keras (and is stopped there, its data folder missing), which shows
+# the check can fail.
+ANSWERED = [["--help"], ["recipes"], ["recipes", "spec", "--json"], ["data", "info", "{archive}"],
+            ["compare", "{run}", "--output", "{cmp}"]]
+REFUSED = [["train", "--recipe", "foo"], ["experiment", "--recipe", "spec,foo", "--epochs", "2"],
+           ["train", "--set", "width=-1"], ["train", "--set", "colour=red"],
+           ["experiment", "--seeds", "0,1", "--set", "batch_size=0"], ["train", "--recipe", "spec-he", "--lr", "-1"]]
+CONTROL = ["train", "--data", "no-such-folder", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def without_keras(tmp_path_factory) -> tuple[list[str], str]:
+    """The STATUS lines of ANSWERED then REFUSED, and the whole stderr, CONTROL's line last."""
+    from vggcifar import fixtures, fsutil
+
+    folder = tmp_path_factory.mktemp("no-keras")
+    archive = fixtures.write_archive(folder / "c.tar.gz", *fixtures.random_arrays(10, 4))
+    run = folder / "run"  # a run folder's records, enough for `compare`
+    fsutil.write_json(run / "run.json", {"milestones": [1], "data": {}})
+    fsutil.write_json(run / "metrics.json", {"epoch": 1, "test_accuracy": 0.5, "status": "complete"})
+    (run / "history.csv").write_text("epoch,val_loss,val_accuracy\n1,1.0,0.5\n")
+    paths = {"archive": archive, "run": run, "cmp": folder / "cmp"}
+    commands = [[a.format(**paths) for a in argv] for argv in ANSWERED] + REFUSED
     code = (
         "import sys\n"
         "from vggcifar.cli import main\n"
@@ -141,42 +164,23 @@ def _each_command_then_control(commands, control: str) -> tuple[list[str], str]:
         "    except SystemExit as exc:\n"
         "        status = exc.code\n"
         "    print('STATUS', argv[0], status, 'KERAS', 'keras' in sys.modules, file=sys.stderr)\n"
-        f"{control}"
+        f"main({CONTROL!r})\n"
         "print('CONTROL', 'keras' in sys.modules, file=sys.stderr)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     return [line for line in out.stderr.splitlines() if line.startswith("STATUS")], out.stderr
 
 
-def test_commands_that_build_no_model_import_no_backend(tmp_path):
-    # `vggcifar --help`, `recipes`, `data info` and `compare` answer without keras (5-6 s
-    # of imports with TensorFlow); the control line shows the check can fail.
-    # One process runs them all, checking after each (keras, once imported,
-    # would stay in sys.modules), and the control once at the end.
-    from vggcifar import fixtures, fsutil
-
-    archive = fixtures.write_archive(tmp_path / "c.tar.gz", *fixtures.random_arrays(10, 4))
-    run = tmp_path / "run"  # a run folder's records, enough for `compare`
-    fsutil.write_json(run / "run.json", {"milestones": [1], "data": {}})
-    fsutil.write_json(run / "metrics.json", {"epoch": 1, "test_accuracy": 0.5, "status": "complete"})
-    (run / "history.csv").write_text("epoch,val_loss,val_accuracy\n1,1.0,0.5\n")
-    commands = [["--help"], ["recipes"], ["recipes", "spec", "--json"], ["data", "info", str(archive)],
-                ["compare", str(run), "--output", str(tmp_path / "cmp")]]
-    lines, stderr = _each_command_then_control(
-        commands, "import vggcifar.model\nvggcifar.model.build_vgg('vgg11', width=0.0625, dense_units=8)\n")
-    assert lines == [f"STATUS {argv[0]} 0 KERAS False" for argv in commands], stderr[-2000:]
+def test_commands_that_build_no_model_import_no_backend(without_keras):
+    lines, stderr = without_keras
+    assert lines[:len(ANSWERED)] == [f"STATUS {argv[0]} 0 KERAS False" for argv in ANSWERED], stderr[-2000:]
     assert "CONTROL True" in stderr
 
 
-def test_a_wrong_recipe_or_setting_is_refused_before_keras_is_imported():
-    # Each refused in one line with status 2, keras never imported; the
-    # control: a right one goes on to import it (and is stopped there, its
-    # data folder missing).
-    bad = [["train", "--recipe", "foo"], ["experiment", "--recipe", "spec,foo", "--epochs", "2"],
-           ["train", "--set", "width=-1"], ["train", "--set", "colour=red"],
-           ["experiment", "--seeds", "0,1", "--set", "batch_size=0"], ["train", "--recipe", "spec-he", "--lr", "-1"]]
-    statuses, stderr = _each_command_then_control(bad, "main(['train', '--data', 'no-such-folder', '--epochs', '1'])\n")
-    assert statuses == [f"STATUS {argv[0]} 2 KERAS False" for argv in bad], stderr[-2000:]
+def test_a_wrong_recipe_or_setting_is_refused_before_keras_is_imported(without_keras):
+    # Each refused in one line with status 2, keras never imported.
+    statuses, stderr = without_keras
+    assert statuses[len(ANSWERED):] == [f"STATUS {argv[0]} 2 KERAS False" for argv in REFUSED], stderr[-2000:]
     errors = [line for line in stderr.splitlines() if line.startswith("vggcifar: error:")]
     assert errors[0] == ("vggcifar: error: Unknown recipe. Expected one of spec, spec-he, vgg16-bn. "
                          "Received: recipe='foo'")
