@@ -221,7 +221,7 @@ def test_two_devices_train_like_one(fitted):
     result, again = fitted
     # Same seed, same batches, same function: the same run. Not bit for bit:
     # each device sums the gradient of its half and an all-reduce adds the two
-    # halves, so float32 sums are taken in another order (observed: ~1e-7 relative).
+    # halves, so float32 sums are taken in another order.
     one, two = result["1"]["history"], result["2"]["history"]
     assert len(one) == len(two) == 3
     for a, b in zip(one, two):
