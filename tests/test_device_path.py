@@ -288,12 +288,12 @@ x, y = data.x_train, data.y_train
 config = make_config("vgg16-bn", width=0.0625, dense_units=16, model="vgg11", epochs=1, batch_size=16, val_split=0,
                      precision="float32")  # momentum, batch norm, augmentation and dropout's random state
 
-def train(devices, k, keras_steps=False, inspect=False):
+def train(devices, k, keras_steps=False, inspect=False, epochs=1):
     with backend.device_scope(backend.resolve_devices(devices, config.batch_size)):
         _, model = build_training(config, 10, 13)
         runner = loop.make_runner(model, x, y, 10, per_call=k)
         for epoch, _, rows in chunks(config.seed, len(x), config.batch_size, k):
-            if epoch == 1:
+            if epoch == epochs:
                 break
             if keras_steps:  # Keras' own step, a batch at a time, placed by the distribution
                 # compiled, as the runner's step is: Keras runs a model eagerly (an XLA
@@ -312,17 +312,15 @@ def train(devices, k, keras_steps=False, inspect=False):
         return [keras.ops.convert_to_numpy(v.value) for v in model.variables + model.optimizer.variables], gathered
 
 out = {}
-for name, args in {"one-k1": (1, 1, False, True), "two-k1": (2, 1, False, True), "two-k8": (2, 8),
+# (One device is only inspected: its training, against two devices', is the fitted runs'.)
+for name, args in {"one-k1": (1, 1, False, True, 0), "two-k1": (2, 1, False, True), "two-k8": (2, 8),
                    "two-keras": (2, 1, True)}.items():
     out[name] = train(*args)
-def worst(a, b):
-    return max(float(np.max(np.abs(p - q) / (np.abs(q) + 1e-6))) for p, q in zip(a, b))
 def close(a, b):
     return all(np.allclose(p, q, rtol=1e-5, atol=1e-6) for p, q in zip(a, b))
 ref = out["two-k1"][0]
 print("RESULT " + json.dumps({
     "k8_close": close(out["two-k8"][0], ref), "keras_close": close(out["two-keras"][0], ref),
-    "one_close": close(out["one-k1"][0], ref), "worst_one": worst(out["one-k1"][0], ref),
     "gathered": {k: v[1] for k, v in out.items() if v[1] is not None}}))
 """
 
@@ -336,9 +334,8 @@ def test_two_devices_train_through_the_same_runner_as_one(jax_cache):
     # Eight steps a call end where one a call ends, as on one device...
     assert result["k8_close"]
     # ...and where Keras' own data-parallel train_on_batch ends (the path these replaced).
+    # (Where one device ends: test_two_devices_train_like_one.)
     assert result["keras_close"]
-    # One device: the all-reduce adds the two halves of each gradient in another order.
-    assert result["one_close"], result["worst_one"]
 
 
 # --------------------------------------------------------------------------- #
