@@ -72,8 +72,9 @@ def test_command_output_holds_no_backend_start_up_lines(tmp_path):
                           env={**env, "VGGCIFAR_BACKEND_LOG": "1"}, capture_output=True, text=True)
     assert loud.returncode == 0 and loud.stdout == ok.stdout
     assert re.search(r"^[IWE]\d{4} [\d:.]+ +\d+ \w+\.cc:\d+\]", loud.stderr, re.M), loud.stderr
-    bad = subprocess.run([sys.executable, "-m", "vggcifar", "evaluate", str(tmp_path / "none.keras")],
-                         env=env, capture_output=True, text=True)
+    # An error once the backend has loaded (the data folder is found missing after it).
+    bad = subprocess.run([sys.executable, "-m", "vggcifar", "train", "--data", str(tmp_path / "none"), "--epochs", "1",
+                          "--run-dir", str(tmp_path / "run")], env=env, capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.startswith("vggcifar: error: ") and len(bad.stderr.splitlines()) == 1, bad.stderr
 

@@ -128,8 +128,8 @@ def test_each_run_folder_name_is_spelled_in_one_module(name):
 
 
 # `vggcifar --help`, `recipes`, `data info` and `compare` answer without keras
-# (5-6 s of imports with TensorFlow), and a wrong recipe or setting is refused
-# before keras is imported. One fresh process runs every such command through
+# (5-6 s of imports with TensorFlow), and a wrong recipe or setting, or a model
+# file that is not there, is refused before keras is imported. One fresh process runs every such command through
 # the CLI, saying after each its status and whether keras is imported (once
 # imported, it stays in sys.modules); then the control: a right command goes on
 # to import keras (and is stopped there, its data folder missing), which shows
@@ -138,7 +138,9 @@ ANSWERED = [["--help"], ["recipes"], ["recipes", "spec", "--json"], ["data", "in
             ["compare", "{run}", "--output", "{cmp}"]]
 REFUSED = [["train", "--recipe", "foo"], ["experiment", "--recipe", "spec,foo", "--epochs", "2"],
            ["train", "--set", "width=-1"], ["train", "--set", "colour=red"],
-           ["experiment", "--seeds", "0,1", "--set", "batch_size=0"], ["train", "--recipe", "spec-he", "--lr", "-1"]]
+           ["experiment", "--seeds", "0,1", "--set", "batch_size=0"], ["train", "--recipe", "spec-he", "--lr", "-1"],
+           ["evaluate", "no-such-model.keras"], ["predict", "no-such-model.keras", "."],
+           ["export", "no-such-model.keras", "--format", "onnx", "--output", "x.onnx"]]
 CONTROL = ["train", "--data", "no-such-folder", "--epochs", "1"]
 
 
@@ -185,6 +187,7 @@ def test_a_wrong_recipe_or_setting_is_refused_before_keras_is_imported(without_k
     assert errors[0] == ("vggcifar: error: Unknown recipe. Expected one of spec, spec-he, vgg16-bn. "
                          "Received: recipe='foo'")
     assert "Received: width=-1" in errors[2] and "Unknown config key 'colour'" in errors[3]
+    assert errors[-4:-1] == ["vggcifar: error: no-such-model.keras: no such model file"] * 3  # then the control's
     assert "CONTROL True" in stderr
 
 

@@ -51,7 +51,6 @@ def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, tes
     ``tta`` (see vggcifar.inference.TTA_MODES), the model computing in
     ``precision`` (vggcifar.inference.PRECISIONS); returns (metrics, output
     folder). The default folder is ``evaluation``, ``evaluation-flip`` with flip TTA."""
-    from vggcifar.backend import resolve_precision
     from vggcifar.data import load_source
 
     source = {"data": data, "dataset": dataset, "url": url, "sha256": sha256, "test_share": test_share,
@@ -72,7 +71,9 @@ def evaluate_path(target, *, data=None, dataset=None, url=None, sha256=None, tes
         model_path = target
         suffix = "" if tta == "none" else f"-{tta}"
         out = ResultDir(out_dir or target.with_name(f"{target.stem}-evaluation{suffix}"))
-    model = load_model(model_path, precision)
+    model = load_model(model_path, precision)  # a missing or unsafe file is refused before keras is imported
+    from vggcifar.backend import resolve_precision
+
     cifar = load_source(source, limit_train=1, limit_test=limit_test)
     metrics = {"epoch": epoch, **measure(model, cifar, tta, model_path), "precision": resolve_precision(precision),
                "model": str(model_path)}

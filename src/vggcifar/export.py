@@ -167,16 +167,17 @@ def export_model(target, fmt: str, output, *, input_dtype: str = "uint8", check:
     its runtime on CHECK_IMAGES pictures against the Keras model (``check``;
     skipped, and said so, when the runtime is not installed), and only then
     renamed to ``output``. Raises ValueError with the reason in one line."""
-    from vggcifar import backend
-    from vggcifar.inference import load_model, predict_probs
-    from vggcifar.model import with_dtype_policy
+    from vggcifar.inference import check_model_path, load_model, predict_probs
     from vggcifar.rundir import model_file
 
     if input_dtype not in INPUT_DTYPES:
         raise ValueError(f"Expected `input_dtype` in {INPUT_DTYPES}. Received: input_dtype={input_dtype!r}")
+    source = check_model_path(model_file(target))  # before the backend is imported
+    from vggcifar import backend
+    from vggcifar.model import with_dtype_policy
+
     check_exportable(fmt, backend.name())
     output = output_path(fmt, output)
-    source = model_file(target)
     model = with_dtype_policy(load_model(source, "float32"), "float32", input_dtype=input_dtype)
     # Called once in any case: Keras' ONNX export refuses a model never called.
     x = check_pictures(model).astype(input_dtype)

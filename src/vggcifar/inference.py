@@ -73,6 +73,18 @@ def _check_member_sizes(path: Path, members) -> None:
                              "it: a decompression bomb, not a model saved by Keras")
 
 
+def check_model_path(path) -> Path:
+    """``path`` as a Path, once it names a ``.keras`` file that exists (checked
+    before any backend is imported: a mistyped path is refused at once)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: only .keras model files are accepted (safe to load); "
+                         "save the model with model.save('model.keras')")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such model file")
+    return path
+
+
 def load_model(path, precision: str = "float32"):
     """A ``.keras`` file, loaded with Keras' safe mode on (no code from the
     file runs), after ``check_keras_archive``, its layers computing in
@@ -80,12 +92,7 @@ def load_model(path, precision: str = "float32"):
     saved bfloat16-trained ones, is converted)."""
     import zipfile
 
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"{path}: only .keras model files are accepted (safe to load); "
-                         "save the model with model.save('model.keras')")
-    if not path.is_file():
-        raise ValueError(f"{path}: no such model file")
+    path = check_model_path(path)
     if precision not in PRECISIONS:
         raise ValueError(f"Expected `precision` in {PRECISIONS}. Received: precision={precision!r}")
     check_keras_archive(path)
