@@ -202,10 +202,16 @@ def _learning_rate(optimizer, iterations):
         return keras.ops.cast(optimizer.learning_rate, "float32")
 
 
+def inner_optimizer(optimizer):
+    """The optimizer that holds the schedule and the step counter: ``optimizer``
+    itself, or the one a loss-scale optimizer (mixed_float16) wraps."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def current_lr(optimizer) -> float:
     """The learning rate of the optimizer's next step, computed on the device
     by one compiled call (its schedule's ops one by one would each send their
     constants to the device) and read once."""
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner = inner_optimizer(optimizer)
     lr = backend.compiled_for(inner, _learning_rate)(inner.iterations.value)
     return float(keras.ops.convert_to_numpy(lr))

@@ -36,6 +36,7 @@ import numpy as np
 import keras
 
 from vggcifar import backend
+from vggcifar.build import inner_optimizer
 from vggcifar.order import CallRows
 
 
@@ -80,7 +81,7 @@ def one_learning_rate(optimizer, iterations=None):
     variable they decay, and a schedule with a warm-up is a cond each time: on
     TensorFlow a graph of its own (1.4 s of the 3.1 s that tracing vgg16-bn's
     step took). The same value, computed once a step."""
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner = inner_optimizer(optimizer)
     schedule = inner._learning_rate
     if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         yield
@@ -105,7 +106,7 @@ class _JaxRunner:
         self._metrics_state = [v.value for v in train_model.metrics_variables]
         model, optimizer = train_model, train_model.optimizer
         replicated = backend.replicated_sharding()
-        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        inner = inner_optimizer(optimizer)
         (counter,) = [i for i, v in enumerate(optimizer.variables) if v is inner.iterations]
 
         def step(state, carry, order, x_all, y_all, metrics_state, *, batch, stride):
