@@ -45,6 +45,11 @@ def xla_flags(*flags: str) -> str:
     return " ".join([TEST_XLA_FLAGS, *flags])
 
 
+# A process's Keras backend, how it was chosen as the package says it, and as
+# the environment record keeps it: "BACKEND | CHOICE | CHOICE".
+BACKEND_CHOICE_PROBE = ("import vggcifar, keras; from vggcifar import backend; print(keras.backend.backend(), '|', "
+                        "vggcifar.BACKEND_CHOICE, '|', backend.environment()['backend_choice'])")
+
 SPEC_TABLE = Path(__file__).with_name("spec_table_channels_first.txt")
 
 # A narrow VGG-16 (1/16 of the filters, 16-unit head) keeps each step in
@@ -147,27 +152,18 @@ def spec_network():
 # process with its imports done: the command starts at once, where a new
 # interpreter would first spend 5 s of CPU importing TensorFlow. Each is a
 # process of its own (its pid, its run folder lock, its signals, its exit
-# status) that runs cli.main as `python -m vggcifar` does. A thread reaps each
-# one and writes its exit status beside its output, renamed into place.
+# status) that runs cli.main as `python -m vggcifar` does. A thread waits for
+# each one and writes its exit status beside its output, renamed into place.
 FORKER = r"""
-import json, os, sys, threading, time, traceback
+import json, os, sys, threading, traceback
 import keras  # noqa: F401
 from vggcifar import cli
 
-outputs, lock = {}, threading.Lock()
-
-def reap():
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            time.sleep(0.02)
-            continue
-        with lock:
-            path = outputs.pop(pid)
-        with open(path + ".tmp", "w") as f:
-            f.write(str(os.waitstatus_to_exitcode(status)))
-        os.replace(path + ".tmp", path)
+def reap(pid, path):
+    _, status = os.waitpid(pid, 0)
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.waitstatus_to_exitcode(status)))
+    os.replace(path + ".tmp", path)
 
 def run(job, fd):
     os.dup2(fd, 1)
@@ -186,17 +182,15 @@ def run(job, fd):
         sys.stderr.flush()
         os._exit(status)
 
-threading.Thread(target=reap, daemon=True).start()
 print("ready", flush=True)
 for line in sys.stdin:
     job = json.loads(line)
     fd = os.open(job["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with lock:
-        pid = os.fork()
-        if pid == 0:
-            run(job, fd)
-        outputs[pid] = job["output"] + ".status"
+    pid = os.fork()
+    if pid == 0:
+        run(job, fd)
     os.close(fd)
+    threading.Thread(target=reap, args=(pid, job["output"] + ".status"), daemon=True).start()
     print(pid, flush=True)
 """
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import BACKEND_CHOICE_PROBE
 from vggcifar.cli import main
 
 
@@ -41,11 +42,10 @@ def test_version(capsys):
 def test_python_dash_m_and_default_backend():
     # The package's default, said so and recorded (a user's choice: tests/test_steps.py).
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    code = ("import vggcifar, keras; from vggcifar import backend; "
-            "print(keras.backend.backend(), '|', vggcifar.BACKEND_CHOICE, '|', backend.environment()['backend_choice'])")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.startswith("tensorflow | the default"), out.stdout
-    assert out.stdout.split(" | ")[1] == out.stdout.split(" | ")[2].strip()
+    out = subprocess.run([sys.executable, "-c", BACKEND_CHOICE_PROBE], env=env, capture_output=True, text=True,
+                         check=True)
+    name, said, recorded = out.stdout.strip().split(" | ")
+    assert name == "tensorflow" and said.startswith("the default") and recorded == said, out.stdout
     # A user's choice wins over the package default (checked before keras loads:
     # other backends need not be installed here).
     env["KERAS_BACKEND"] = "jax"

@@ -129,11 +129,11 @@ def test_each_run_folder_name_is_spelled_in_one_module(name):
 
 # `vggcifar --help`, `recipes`, `data info` and `compare` answer without keras
 # (5-6 s of imports with TensorFlow), and a wrong recipe or setting, or a model
-# file that is not there, is refused before keras is imported. One fresh process runs every such command through
-# the CLI, saying after each its status and whether keras is imported (once
-# imported, it stays in sys.modules); then the control: a right command goes on
-# to import keras (and is stopped there, its data folder missing), which shows
-# the check can fail.
+# file that is not there, is refused before keras is imported. One fresh
+# process runs every such command through the CLI, saying after each its status
+# and whether keras is imported (once imported, it stays in sys.modules); then
+# the control: a right command goes on to import keras (and is stopped there,
+# its data folder missing), which shows the check can fail.
 ANSWERED = [["--help"], ["recipes"], ["recipes", "spec", "--json"], ["data", "info", "{archive}"],
             ["compare", "{run}", "--output", "{cmp}"]]
 REFUSED = [["train", "--recipe", "foo"], ["experiment", "--recipe", "spec,foo", "--epochs", "2"],
